@@ -1,0 +1,45 @@
+"""ffa-diffusion: synthetic fluorescein angiograms from non-invasive retinal images.
+
+Public API: `FFADiffusionPipeline`, `CrossModalConditionEncoder`, `DiseaseEmbedding`, `load_default_pipeline`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from .condition_encoder import CrossModalConditionEncoder
+from .disease_embedding import DiseaseEmbedding
+from .pipeline_ffa import FFADiffusionPipeline, FFAPipelineOutput
+
+__all__ = [
+    "CrossModalConditionEncoder",
+    "DEFAULT_MODEL_DIR",
+    "DiseaseEmbedding",
+    "FFADiffusionPipeline",
+    "FFAPipelineOutput",
+    "load_default_pipeline",
+]
+
+DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "ffa-default"
+logger = logging.getLogger(__name__)
+
+
+def load_default_pipeline(model_id: str | os.PathLike | None = None, **kwargs) -> FFADiffusionPipeline:
+    """The embedded default model (or `model_id` / `$FFA_MODEL_ID`: a local folder or Hub id).
+
+    Until the default model is trained and shipped in `assets/ffa-default`, this returns an *untrained* tiny
+    pipeline (random weights, marked `pipe.is_untrained = True`) so that the app and the Quickstart still run.
+    """
+    model_id = model_id or os.environ.get("FFA_MODEL_ID") or (DEFAULT_MODEL_DIR if DEFAULT_MODEL_DIR.is_dir() else None)
+    if model_id is not None:
+        pipe = FFADiffusionPipeline.from_pretrained(model_id, **kwargs)
+        pipe.is_untrained = False
+        return pipe
+    from .model_config import build_pipeline
+
+    logger.warning("No default model in %s: using an UNTRAINED tiny pipeline (random output).", DEFAULT_MODEL_DIR)
+    pipe = build_pipeline("tiny")
+    pipe.is_untrained = True
+    return pipe

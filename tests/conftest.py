@@ -1,0 +1,31 @@
+"""Shared fixtures: a tiny random pipeline (seconds on a CPU) and small test images."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ffa_pipeline.model_config import build_pipeline
+
+
+@pytest.fixture(scope="session")
+def tiny_pipe():
+    pipe = build_pipeline("tiny", seed=0)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture
+def fundus_like() -> np.ndarray:
+    """A 60x80 RGB image with a bright disc on black, like a small fundus photo."""
+    yy, xx = np.mgrid[:60, :80]
+    inside = (yy - 30) ** 2 + (xx - 40) ** 2 < 28**2
+    image = np.zeros((60, 80, 3), np.uint8)
+    image[inside] = (200, 90, 40)
+    image[inside & ((xx - 40) % 9 == 0)] = (120, 40, 20)
+    return image
+
+
+def seeded(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)

@@ -1,0 +1,155 @@
+"""FFADiffusionPipeline: call contract, schedulers, batching, determinism and bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from conftest import seeded
+from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler, UniPCMultistepScheduler
+
+FAST = {"num_inference_steps": 2}
+
+
+def test_vocabulary_comes_from_the_config(tiny_pipe):
+    assert tiny_pipe.modalities == list(tiny_pipe.condition_encoder.config.modalities)
+    assert {"cfp", "oct", "uwf_slo"} <= set(tiny_pipe.modalities)
+    assert {"normal", "diabetic_retinopathy", "amd", "vein_occlusion", "glaucoma", "unknown"} <= set(tiny_pipe.diseases)
+    assert tiny_pipe.phases["late"] > tiny_pipe.phases["early"]
+
+
+@pytest.mark.parametrize("output_type", ["pil", "np", "pt"])
+def test_output_types(tiny_pipe, fundus_like, output_type):
+    out = tiny_pipe(fundus_like, output_type=output_type, generator=seeded(), **FAST)
+    image = out.images[0]
+    if output_type == "pil":
+        assert isinstance(image, PIL.Image.Image) and image.mode == "L" and image.size == (32, 32)
+    elif output_type == "np":
+        assert out.images.shape == (1, 32, 32, 1) and 0 <= out.images.min() <= out.images.max() <= 1
+    else:
+        assert out.images.shape == (1, 1, 32, 32)
+    assert out.phase_seconds == [tiny_pipe.phases["late"]]
+
+
+def test_same_seed_same_output_and_other_seed_differs(tiny_pipe, fundus_like):
+    first = tiny_pipe(fundus_like, output_type="np", generator=seeded(3), **FAST).images
+    again = tiny_pipe(fundus_like, output_type="np", generator=seeded(3), **FAST).images
+    other = tiny_pipe(fundus_like, output_type="np", generator=seeded(4), **FAST).images
+    np.testing.assert_array_equal(first, again)
+    assert np.abs(first - other).max() > 0
+
+
+@pytest.mark.parametrize(
+    "scheduler_class", [DDIMScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler, EulerDiscreteScheduler]
+)
+def test_schedulers_are_swappable(tiny_pipe, fundus_like, scheduler_class):
+    original = tiny_pipe.scheduler
+    tiny_pipe.scheduler = scheduler_class.from_config(original.config)
+    try:
+        out = tiny_pipe(fundus_like, output_type="np", generator=seeded(), num_inference_steps=3)
+    finally:
+        tiny_pipe.scheduler = original
+    assert out.images.shape == (1, 32, 32, 1) and np.isfinite(out.images).all()
+
+
+def test_batched_input_with_per_image_labels(tiny_pipe, fundus_like):
+    images = [fundus_like, PIL.Image.fromarray(fundus_like).convert("L"), torch.rand(3, 40, 40)]
+    out = tiny_pipe(
+        images,
+        modality=["cfp", "oct", "uwf_slo"],
+        disease=["normal", "amd", "unknown"],
+        phase=["early", 120.0, "late"],
+        num_images_per_prompt=2,
+        output_type="pt",
+        generator=[seeded(i) for i in range(6)],
+        **FAST,
+    )
+    assert out.images.shape == (6, 1, 32, 32)
+    assert out.phase_seconds == [30.0, 30.0, 120.0, 120.0, 600.0, 600.0]
+
+
+def test_batch_element_does_not_depend_on_its_neighbours(tiny_pipe, fundus_like):
+    alone = tiny_pipe(fundus_like, output_type="np", generator=[seeded(7)], **FAST).images[0]
+    batched = tiny_pipe(
+        [fundus_like, np.zeros_like(fundus_like) + 90], output_type="np", generator=[seeded(7), seeded(8)], **FAST
+    ).images[0]
+    np.testing.assert_allclose(alone, batched, atol=1e-5)
+
+
+@pytest.mark.parametrize(("image_scale", "label_scale"), [(1.0, 1.0), (1.0, 2.0), (2.0, 3.0)])
+def test_guidance_branches(tiny_pipe, fundus_like, image_scale, label_scale):
+    out = tiny_pipe(fundus_like, image_guidance_scale=image_scale, label_guidance_scale=label_scale,
+                    output_type="np", generator=seeded(), **FAST)
+    assert np.isfinite(out.images).all()
+
+
+def test_output_size_input_restores_size_and_explicit_size(tiny_pipe, fundus_like):
+    restored = tiny_pipe(fundus_like, output_size="input", generator=seeded(), **FAST).images[0]
+    assert restored.size == (80, 60)
+    resized = tiny_pipe(fundus_like, output_size=(48, 40), generator=seeded(), **FAST).images[0]
+    assert resized.size == (40, 48)
+
+
+def test_callback_on_step_end_sees_and_can_replace_latents(tiny_pipe, fundus_like):
+    seen = []
+
+    def zero_latents(pipe, step, timestep, kwargs):
+        seen.append((step, tuple(kwargs["latents"].shape)))
+        return {"latents": torch.zeros_like(kwargs["latents"])}
+
+    out = tiny_pipe(fundus_like, callback_on_step_end=zero_latents, output_type="np", num_inference_steps=3)
+    assert [s for s, _ in seen] == [0, 1, 2]
+    with torch.no_grad():
+        reference = tiny_pipe.decode_latents(torch.zeros(1, 4, 16, 16))
+    np.testing.assert_allclose(out.images[0, ..., 0], (reference[0, 0].numpy() + 1) / 2, atol=1e-5)
+
+
+def test_return_dict_false(tiny_pipe, fundus_like):
+    images, seconds = tiny_pipe(fundus_like, return_dict=False, phase=45, **FAST)
+    assert len(images) == 1 and seconds == [45.0]
+
+
+BAD_CALLS = [
+    ({"modality": "xray"}, ValueError, "xray"),
+    ({"disease": "flu"}, ValueError, "flu"),
+    ({"phase": "dawn"}, ValueError, "dawn"),
+    ({"phase": 99999}, ValueError, "99999"),
+    ({"phase": None}, TypeError, "None"),
+    ({"modality": 3}, TypeError, "3"),
+    ({"modality": ["cfp", "oct"]}, ValueError, "2 entries"),
+    ({"num_inference_steps": 0}, ValueError, "num_inference_steps"),
+    ({"num_inference_steps": 2.5}, TypeError, "2.5"),
+    ({"num_images_per_prompt": 0}, ValueError, "num_images_per_prompt"),
+    ({"output_type": "jpeg"}, ValueError, "jpeg"),
+    ({"image_guidance_scale": float("nan")}, ValueError, "nan"),
+    ({"height": 20}, ValueError, "20"),
+]
+
+
+@pytest.mark.parametrize(("kwargs", "error", "names"), BAD_CALLS)
+def test_bad_arguments_name_the_value(tiny_pipe, fundus_like, kwargs, error, names):
+    with pytest.raises(error, match=names):
+        tiny_pipe(fundus_like, **{**FAST, **kwargs})
+
+
+def test_bad_images_name_the_problem(tiny_pipe):
+    with pytest.raises(ValueError, match="empty"):
+        tiny_pipe([], **FAST)
+    with pytest.raises(ValueError, match="16"):
+        tiny_pipe(np.zeros((16, 16, 3), np.uint8), **FAST)
+    with pytest.raises(ValueError, match="[Nn]a[Nn]"):
+        tiny_pipe(torch.full((3, 40, 40), float("nan")), **FAST)
+    with pytest.raises(TypeError, match="int"):
+        tiny_pipe(5, **FAST)
+
+
+def test_pixel_limit_blocks_decompression_bombs(tiny_pipe):
+    processor = tiny_pipe.image_processor
+    limit = processor.max_pixels
+    processor.max_pixels = 10_000
+    try:
+        with pytest.raises(ValueError, match="10000|10,000"):
+            tiny_pipe(np.zeros((200, 200, 3), np.uint8), **FAST)
+    finally:
+        processor.max_pixels = limit

@@ -1,0 +1,113 @@
+"""Save / load both ways (package installed, and trust_remote_code without it), dtype, safetensors only."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import seeded
+
+from ffa_pipeline import FFADiffusionPipeline
+
+CALL = {"num_inference_steps": 2, "output_type": "np", "modality": "oct", "disease": "amd", "phase": "early"}
+
+
+@pytest.fixture(scope="module")
+def saved(tiny_pipe, tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("saved") / "ffa-tiny"
+    tiny_pipe.save_pretrained(path)
+    return path
+
+
+def reference_image() -> np.ndarray:
+    return (np.random.default_rng(0).random((48, 48, 3)) * 255).astype(np.uint8)
+
+
+def test_saved_layout_is_the_hub_layout(saved):
+    index = json.loads((saved / "model_index.json").read_text())
+    assert index["_class_name"] == ["pipeline", "FFADiffusionPipeline"]
+    assert index["condition_encoder"] == ["condition_encoder", "CrossModalConditionEncoder"]
+    assert index["disease_embedding"] == ["disease_embedding", "DiseaseEmbedding"]
+    assert (saved / "pipeline.py").is_file()
+    assert (saved / "condition_encoder" / "condition_encoder.py").is_file()
+    assert (saved / "disease_embedding" / "disease_embedding.py").is_file()
+    weights = [p.name for p in saved.rglob("*") if p.suffix in {".bin", ".pt", ".pth", ".pkl", ".safetensors"}]
+    assert weights and all(name.endswith(".safetensors") for name in weights)
+
+
+def test_pickle_serialisation_is_refused(tiny_pipe, tmp_path):
+    with pytest.raises(ValueError, match="safetensors"):
+        tiny_pipe.save_pretrained(tmp_path, safe_serialization=False)
+
+
+def test_round_trip_with_the_package(tiny_pipe, saved):
+    loaded = FFADiffusionPipeline.from_pretrained(saved)
+    loaded.set_progress_bar_config(disable=True)
+    assert type(loaded) is FFADiffusionPipeline
+    assert loaded.diseases == tiny_pipe.diseases and loaded.phases == tiny_pipe.phases
+    expected = tiny_pipe(reference_image(), generator=seeded(1), **CALL).images
+    actual = loaded(reference_image(), generator=seeded(1), **CALL).images
+    np.testing.assert_allclose(actual, expected, atol=1e-5)
+
+
+def test_dtype_and_device(saved):
+    loaded = FFADiffusionPipeline.from_pretrained(saved, dtype=torch.bfloat16).to("cpu")
+    loaded.set_progress_bar_config(disable=True)
+    assert {p.dtype for p in loaded.unet.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in loaded.condition_encoder.parameters()} == {torch.bfloat16}
+    out = loaded(reference_image(), generator=seeded(1), **CALL).images
+    assert np.isfinite(out).all()
+
+
+def test_missing_model_index_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="model_index.json"):
+        FFADiffusionPipeline.from_pretrained(tmp_path)
+
+
+REMOTE_SCRIPT = textwrap.dedent(
+    """
+    import sys
+    sys.modules["ffa_pipeline"] = None  # the package must not be importable here
+    import numpy as np, torch
+    from diffusers import DiffusionPipeline
+    saved, resaved, expected_path = sys.argv[1:4]
+    image = (np.random.default_rng(0).random((48, 48, 3)) * 255).astype(np.uint8)
+    call = dict(num_inference_steps=2, output_type="np", modality="oct", disease="amd", phase="early")
+    pipe = DiffusionPipeline.from_pretrained(saved, trust_remote_code=True)
+    pipe.set_progress_bar_config(disable=True)
+    assert type(pipe).__name__ == "FFADiffusionPipeline" and "ffa_pipeline" not in type(pipe).__module__
+    expected = np.load(expected_path)
+    seeded = lambda: torch.Generator().manual_seed(1)  # noqa: E731
+    np.testing.assert_allclose(pipe(image, generator=seeded(), **call).images, expected, atol=1e-5)
+    pipe.save_pretrained(resaved)
+    again = DiffusionPipeline.from_pretrained(resaved, trust_remote_code=True)
+    again.set_progress_bar_config(disable=True)
+    np.testing.assert_allclose(again(image, generator=seeded(), **call).images, expected, atol=1e-5)
+    print("REMOTE-OK")
+    """
+)
+
+
+def test_round_trip_without_the_package(tiny_pipe, saved, tmp_path):
+    expected = tiny_pipe(reference_image(), generator=seeded(1), **CALL).images
+    np.save(tmp_path / "expected.npy", expected)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["HF_MODULES_CACHE"] = str(tmp_path / "modules")
+    result = subprocess.run(
+        [sys.executable, "-c", REMOTE_SCRIPT, str(saved), str(tmp_path / "resaved"), str(tmp_path / "expected.npy")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert "REMOTE-OK" in result.stdout, result.stderr[-3000:]
+    resaved_index = json.loads((tmp_path / "resaved" / "model_index.json").read_text())
+    assert resaved_index["_class_name"] == ["pipeline", "FFADiffusionPipeline"]
+    # the re-saved folder also loads with the package, in this process
+    reloaded = FFADiffusionPipeline.from_pretrained(tmp_path / "resaved")
+    reloaded.set_progress_bar_config(disable=True)
+    np.testing.assert_allclose(reloaded(reference_image(), generator=seeded(1), **CALL).images, expected, atol=1e-5)
