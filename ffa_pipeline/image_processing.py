@@ -128,14 +128,22 @@ class FFAImageProcessor(ConfigMixin):
         squares, framings = [], []
         for image in _as_list(images):
             rgb = self.to_float_rgb(image)
-            framing = self._frame(rgb)
-            x0, y0, side = framing.box
-            square = np.zeros((side, side, 3), dtype=np.float32)
-            _paste(rgb, onto=square, x=-x0, y=-y0)
-            squares.append(_resize(square, resolution, resolution))
+            framing = self.frame(rgb)
+            squares.append(self.apply_framing(rgb, framing, resolution))
             framings.append(framing)
         pixels = VaeImageProcessor.numpy_to_pt(np.stack(squares))
         return VaeImageProcessor.normalize(pixels), framings
+
+    def apply_framing(self, image: np.ndarray, framing: Framing, resolution: int) -> np.ndarray:
+        """Cut `framing`'s square out of an HxWxC float image (black outside it) and resize it to the resolution.
+
+        Used on the source image itself, and by the trainer on the target registered to that source, so a
+        training pair is cropped exactly as the pipeline will crop the source at inference.
+        """
+        x0, y0, side = framing.box
+        square = np.zeros((side, side, image.shape[2]), dtype=np.float32)
+        _paste(image, onto=square, x=-x0, y=-y0)
+        return _resize(square, resolution, resolution)
 
     def postprocess(
         self,
@@ -219,7 +227,7 @@ class FFAImageProcessor(ConfigMixin):
             image = np.repeat(image, 3, axis=2)
         return np.ascontiguousarray(image)
 
-    def _frame(self, rgb: np.ndarray) -> Framing:
+    def frame(self, rgb: np.ndarray) -> Framing:
         """The square (side ~ the field of view's diameter) centred on the field of view."""
         height, width = rgb.shape[:2]
         if self.config.crop_to_field_of_view:

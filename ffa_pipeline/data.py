@@ -1,0 +1,212 @@
+"""Paired (source image -> FFA) training data from a Hugging Face dataset, for the trainers and evaluate.py.
+
+Two layouts are read with the same code, chosen by column flags:
+- long: one row per pair, e.g. `train/prepare_dataset.py` output (`source_image`, `target_image`, `modality`,
+  `disease`, `phase`);
+- wide: one row per (eye, modality) with several FFA phases, e.g. the phantom (`source_image`, `ffa_early`,
+  `ffa_late`, ...): pass comma lists `--target_image_column ffa_early,ffa_late
+  --phase_column ffa_early_seconds,ffa_late_seconds`, and each sample picks one target at random.
+With `eye_id_column`, a sample also gets a *partner*: the source of another modality of the same eye (in the
+same framing), which the cross-modal alignment loss pulls together with it.
+
+Randomness (which target, which augmentation) is a pure function of (seed, epoch, index), so a resumed run sees
+exactly the data an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import io
+from collections import defaultdict
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import PIL.Image
+import torch
+from datasets import Dataset
+from datasets import Image as ImageFeature
+
+from .image_processing import FFAImageProcessor
+
+
+@dataclass
+class ColumnSpec:
+    """Which dataset columns hold what (the trainer's `--*_column` flags)."""
+
+    source: str = "source_image"
+    targets: tuple[str, ...] = ("target_image",)
+    phases: tuple[str, ...] = ("phase",)
+    modality: str | None = "modality"
+    disease: str | None = "disease"
+    eye_id: str | None = None
+
+    @classmethod
+    def from_flags(cls, source: str, target: str, phase: str, modality: str | None, disease: str | None,
+                   eye_id: str | None) -> ColumnSpec:
+        targets = tuple(c.strip() for c in target.split(",") if c.strip())
+        phases = tuple(c.strip() for c in phase.split(",") if c.strip())
+        if len(targets) != len(phases):
+            raise ValueError(
+                f"--target_image_column has {len(targets)} columns {list(targets)} but --phase_column has "
+                f"{len(phases)} {list(phases)}: give one phase column per target column"
+            )
+        return cls(source, targets, phases, modality or None, disease or None, eye_id or None)
+
+
+def check_columns(dataset: Dataset, spec: ColumnSpec) -> None:
+    """Every named column must exist; the error names the flag, the column and the available columns."""
+    flags = [("--source_image_column", spec.source), ("--modality_column", spec.modality),
+             ("--disease_column", spec.disease), ("--eye_id_column", spec.eye_id)]
+    flags += [("--target_image_column", c) for c in spec.targets] + [("--phase_column", c) for c in spec.phases]
+    for flag, column in flags:
+        if column is not None and column not in dataset.column_names:
+            raise ValueError(f"{flag} {column!r} is not a column of the dataset; columns: {dataset.column_names}")
+
+
+def resolve_labels(dataset: Dataset, spec: ColumnSpec, modalities: list[str], diseases: list[str],
+                   phases: dict[str, float], default_modality: str | None = None) -> dict[str, np.ndarray]:
+    """Vocabulary ids for every row, checked up front: an unknown value names its row and the allowed values."""
+    rows = len(dataset)
+    if spec.modality is None:
+        if default_modality not in modalities:
+            raise ValueError(f"no --modality_column: --modality must be one of {modalities}, got {default_modality!r}")
+        modality_values = [default_modality] * rows
+    else:
+        modality_values = dataset[spec.modality]
+    disease_values = dataset[spec.disease] if spec.disease else ["unknown"] * rows
+    labels = {
+        "modality": _ids(modality_values, modalities, "--modality_column", spec.modality),
+        "disease": _ids([d or "unknown" for d in disease_values], diseases, "--disease_column", spec.disease),
+    }
+    seconds = np.full((rows, len(spec.phases)), np.nan, dtype=np.float32)
+    for j, column in enumerate(spec.phases):
+        for row, value in enumerate(dataset[column]):
+            seconds[row, j] = _phase_seconds(value, phases, row, column)
+    labels["phase_seconds"] = seconds
+    return labels
+
+
+def _ids(values: list, vocabulary: list[str], flag: str, column: str | None) -> np.ndarray:
+    index = {name: i for i, name in enumerate(vocabulary)}
+    ids = np.empty(len(values), dtype=np.int64)
+    for row, value in enumerate(values):
+        if value not in index:
+            raise ValueError(f"row {row}: {flag} {column!r} has {value!r}; the model knows {vocabulary}")
+        ids[row] = index[value]
+    return ids
+
+
+def _phase_seconds(value, phases: dict[str, float], row: int, column: str) -> float:
+    if value is None:
+        return float("nan")
+    if isinstance(value, str) and value in phases:
+        return float(phases[value])
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"row {row}: --phase_column {column!r} has {value!r}; allowed: {sorted(phases)} or seconds"
+        ) from None
+    if not 0 <= seconds <= 1800:
+        raise ValueError(f"row {row}: --phase_column {column!r} has {value!r} s; allowed 0..1800 s or {sorted(phases)}")
+    return seconds
+
+
+def decode_image(cell, row: int, column: str) -> np.ndarray:
+    """An undecoded `datasets.Image` cell -> HxWx3 float32 in [0, 1]; a corrupt image names its row and column."""
+    try:
+        if cell is None:
+            raise ValueError("empty cell")
+        if cell.get("bytes") is not None:
+            image = PIL.Image.open(io.BytesIO(cell["bytes"]))
+        else:
+            image = PIL.Image.open(cell["path"])
+        image.load()
+        return FFAImageProcessor(min_size=8).to_float_rgb(image)
+    except Exception as error:
+        raise ValueError(f"row {row}: column {column!r}: cannot read the image ({error})") from error
+
+
+class PairedFFADataset(torch.utils.data.Dataset):
+    """Items: source / target / partner pixels in [-1, 1] at `resolution`, with vocabulary ids and seconds.
+
+    Sources are cropped around their field of view exactly as the pipeline does; the target (registered to the
+    source) gets the same crop. Augmentation (flip, small rotation, scale) is applied identically to source,
+    target and partner so that they stay aligned.
+    """
+
+    def __init__(self, dataset: Dataset, spec: ColumnSpec, labels: dict[str, np.ndarray], resolution: int,
+                 seed: int = 0, random_flip: bool = False, random_rotation: float = 0.0,
+                 random_scale: float = 0.0):
+        image_columns = {spec.source, *spec.targets}
+        for column in image_columns:
+            if isinstance(dataset.features[column], ImageFeature):
+                dataset = dataset.cast_column(column, ImageFeature(decode=False))
+        self.dataset, self.spec, self.labels = dataset, spec, labels
+        self.resolution, self.seed, self.epoch = resolution, seed, 0
+        self.random_flip, self.random_rotation, self.random_scale = random_flip, random_rotation, random_scale
+        self.processor = FFAImageProcessor(resolution=resolution, min_size=8)
+        self.partners = self._find_partners() if spec.eye_id else [[] for _ in range(len(dataset))]
+
+    def _find_partners(self) -> list[list[int]]:
+        """Rows of the same eye with another modality."""
+        rows_by_eye = defaultdict(list)
+        for row, eye in enumerate(self.dataset[self.spec.eye_id]):
+            rows_by_eye[eye].append(row)
+        modality = self.labels["modality"]
+        return [[other for other in rows_by_eye[eye] if modality[other] != modality[row]]
+                for row, eye in enumerate(self.dataset[self.spec.eye_id])]
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def _pixels(self, row: int, column: str) -> np.ndarray:
+        return decode_image(self.dataset[row][column], row, column)
+
+    def _augmentation(self, rng: np.random.Generator) -> np.ndarray | None:
+        """One random 2x3 affine in the model's square (None when augmentation is off)."""
+        if not (self.random_flip or self.random_rotation or self.random_scale):
+            return None
+        size = self.resolution
+        angle = rng.uniform(-self.random_rotation, self.random_rotation)
+        scale = 1.0 + rng.uniform(0.0, self.random_scale)
+        matrix = cv2.getRotationMatrix2D((size / 2, size / 2), angle, scale)
+        if self.random_flip and rng.random() < 0.5:
+            matrix = np.array([[-1, 0, size], [0, 1, 0]]) @ np.vstack([matrix, [0, 0, 1]])
+        return matrix
+
+    def _square(self, image: np.ndarray, framing, matrix: np.ndarray | None) -> torch.Tensor:
+        square = self.processor.apply_framing(image, framing, self.resolution)
+        if matrix is not None:
+            square = cv2.warpAffine(square, matrix, (self.resolution, self.resolution), flags=cv2.INTER_LINEAR)
+        return torch.from_numpy(square).permute(2, 0, 1) * 2 - 1
+
+    def __getitem__(self, row: int) -> dict:
+        rng = np.random.default_rng([self.seed, self.epoch, row])
+        available = [j for j, s in enumerate(self.labels["phase_seconds"][row]) if np.isfinite(s)]
+        if not available:
+            raise ValueError(f"row {row}: no phase for any target column {list(self.spec.phases)}")
+        j = int(rng.choice(available))
+        source = self._pixels(row, self.spec.source)
+        target = self._pixels(row, self.spec.targets[j])
+        framing = self.processor.frame(source)
+        matrix = self._augmentation(rng)
+        item = {
+            "source": self._square(source, framing, matrix),
+            "target": self._square(target, framing, matrix).mean(dim=0, keepdim=True).expand(3, -1, -1),
+            "modality": int(self.labels["modality"][row]),
+            "disease": int(self.labels["disease"][row]),
+            "phase_seconds": float(self.labels["phase_seconds"][row, j]),
+            "partner": torch.zeros(3, self.resolution, self.resolution),
+            "partner_modality": 0,
+            "has_partner": False,
+        }
+        if self.partners[row]:
+            other = int(rng.choice(self.partners[row]))
+            partner = self._pixels(other, self.spec.source)
+            item.update(partner=self._square(partner, self.processor.frame(partner), matrix),
+                        partner_modality=int(self.labels["modality"][other]), has_partner=True)
+        return item

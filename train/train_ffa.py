@@ -1,0 +1,588 @@
+#!/usr/bin/env python
+"""Few-shot fine-tuning (or small from-scratch training) of FFADiffusionPipeline, diffusers-examples style.
+
+Structure and flag names follow diffusers' `examples/instruct_pix2pix/train_instruct_pix2pix.py` and
+`examples/text_to_image/train_text_to_image_lora.py`. Runs on one CPU, or under `accelerate launch` on many
+GPUs / nodes.
+
+The protocol (see README "Training"):
+- the VAE is frozen (fine-tune its decoder separately with `train_vae.py`);
+- the parts that are new to a converted Stable Diffusion model are trained in full: `conv_in` (widened for the
+  source latents), the condition encoder (modality stems) and the disease/phase embedding;
+- the UNet itself through LoRA (`--rank`, attention, plus resnet convs with `--lora_on_resnets`), or in full
+  with `--train_full_unet` (implied by `--model_config`: a from-scratch model has nothing to adapt);
+- image and labels are dropped independently (`--conditioning_dropout_prob`) for classifier-free guidance;
+- `--alignment_loss_weight` pulls two modalities of the same eye together in the shared latent space.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, ProjectConfiguration, set_seed
+from datasets import load_dataset
+from diffusers import AutoencoderKL, DDPMScheduler
+from diffusers.optimization import get_scheduler
+from diffusers.training_utils import EMAModel, compute_snr
+from diffusers.utils.hub_utils import MODEL_CARD_TEMPLATE_PATH, populate_model_card
+from huggingface_hub import ModelCard, ModelCardData
+from peft import LoraConfig
+from peft.utils import get_peft_model_state_dict
+from tqdm.auto import tqdm
+
+from ffa_pipeline import FFADiffusionPipeline
+from ffa_pipeline.data import ColumnSpec, PairedFFADataset, check_columns, decode_image, resolve_labels
+from ffa_pipeline.model_config import build_pipeline
+
+logger = get_logger(__name__, log_level="INFO")
+
+LORA_ATTENTION_MODULES = ["to_q", "to_k", "to_v", "to_out.0"]
+LORA_RESNET_MODULES = ["conv1", "conv2", "conv_shortcut", "time_emb_proj"]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    start = parser.add_argument_group("starting point (exactly one)")
+    start.add_argument("--pretrained_model_name_or_path", help="Stable Diffusion 1.x/2.x folder or Hub id.")
+    start.add_argument("--pretrained_ffa_model", help="An FFADiffusionPipeline folder or Hub id to fine-tune.")
+    start.add_argument("--model_config", help="Train from scratch: a JSON config or 'tiny' / 'small'.")
+    parser.add_argument("--pretrained_vae_model_name_or_path", default=None,
+                        help="An AutoencoderKL folder or Hub id (e.g. from train_vae.py) replacing the start's VAE.")
+    parser.add_argument("--revision", default=None)
+    parser.add_argument("--variant", default=None)
+
+    data = parser.add_argument_group("data")
+    data.add_argument("--dataset_name", help="Hub dataset id or local dataset folder (datasets.load_dataset).")
+    data.add_argument("--dataset_config_name", default=None)
+    data.add_argument("--train_data_dir", help="Local folder with the dataset's files (parquet / arrow / csv).")
+    data.add_argument("--source_image_column", default="source_image")
+    data.add_argument("--target_image_column", default="target_image", help="One column, or a comma list.")
+    data.add_argument("--phase_column", default="phase", help="Names or seconds; one per target column.")
+    data.add_argument("--modality_column", default="modality", help="Empty string: use --modality for all rows.")
+    data.add_argument("--modality", default=None, help="The modality of every row when there is no column.")
+    data.add_argument("--disease_column", default="disease", help="Empty string: every row is 'unknown'.")
+    data.add_argument("--eye_id_column", default=None, help="Groups rows of one eye, for --alignment_loss_weight.")
+    data.add_argument("--max_train_samples", type=int, default=None)
+    data.add_argument("--resolution", type=int, default=None, help="Default: the model's own resolution.")
+    data.add_argument("--random_flip", action="store_true")
+    data.add_argument("--random_rotation", type=float, default=0.0, help="Max degrees, same for source and target.")
+    data.add_argument("--random_scale", type=float, default=0.0, help="Max zoom-in fraction, e.g. 0.1.")
+    data.add_argument("--cache_latents", action="store_true",
+                      help="Encode every pair once with the frozen VAE (augmentation is then drawn once).")
+    data.add_argument("--dataloader_num_workers", type=int, default=0)
+
+    protocol = parser.add_argument_group("fine-tuning protocol")
+    protocol.add_argument("--rank", type=int, default=8, help="LoRA rank.")
+    protocol.add_argument("--lora_on_resnets", action="store_true", help="Also wrap the resnet convs with LoRA.")
+    protocol.add_argument("--train_full_unet", action="store_true", help="Train the whole UNet instead of LoRA.")
+    protocol.add_argument("--conditioning_dropout_prob", type=float, default=0.1)
+    protocol.add_argument("--alignment_loss_weight", type=float, default=0.0)
+    protocol.add_argument("--snr_gamma", type=float, default=None)
+    protocol.add_argument("--noise_offset", type=float, default=0.0)
+    protocol.add_argument("--prediction_type", choices=["epsilon", "v_prediction"], default=None)
+    protocol.add_argument("--use_ema", action="store_true")
+    protocol.add_argument("--ema_decay", type=float, default=0.999)
+
+    optim = parser.add_argument_group("optimisation")
+    optim.add_argument("--train_batch_size", type=int, default=4)
+    optim.add_argument("--num_train_epochs", type=int, default=1)
+    optim.add_argument("--max_train_steps", type=int, default=None)
+    optim.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    optim.add_argument("--gradient_checkpointing", action="store_true")
+    optim.add_argument("--learning_rate", type=float, default=1e-4)
+    optim.add_argument("--scale_lr", action="store_true")
+    optim.add_argument("--lr_scheduler", default="constant")
+    optim.add_argument("--lr_warmup_steps", type=int, default=0)
+    optim.add_argument("--adam_beta1", type=float, default=0.9)
+    optim.add_argument("--adam_beta2", type=float, default=0.999)
+    optim.add_argument("--adam_weight_decay", type=float, default=1e-2)
+    optim.add_argument("--adam_epsilon", type=float, default=1e-08)
+    optim.add_argument("--max_grad_norm", type=float, default=1.0)
+    optim.add_argument("--seed", type=int, default=0)
+    optim.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default=None)
+
+    output = parser.add_argument_group("output, checkpoints, validation, Hub")
+    output.add_argument("--output_dir", default="ffa-model")
+    output.add_argument("--logging_dir", default="logs")
+    output.add_argument("--report_to", default="none", help="tensorboard, wandb, ... (accelerate trackers).")
+    output.add_argument("--checkpointing_steps", type=int, default=500)
+    output.add_argument("--checkpoints_total_limit", type=int, default=None)
+    output.add_argument("--resume_from_checkpoint", default=None, help="A checkpoint folder or 'latest'.")
+    output.add_argument("--validation_steps", type=int, default=None)
+    output.add_argument("--validation_image", nargs="*", default=None, help="Default: the first training sources.")
+    output.add_argument("--num_validation_images", type=int, default=2)
+    output.add_argument("--validation_inference_steps", type=int, default=20)
+    output.add_argument("--push_to_hub", action="store_true")
+    output.add_argument("--hub_model_id", default=None)
+    output.add_argument("--hub_token", default=None)
+    args = parser.parse_args(argv)
+
+    starts = [args.pretrained_model_name_or_path, args.pretrained_ffa_model, args.model_config]
+    if sum(s is not None for s in starts) != 1:
+        parser.error("give exactly one of --pretrained_model_name_or_path, --pretrained_ffa_model, --model_config")
+    if (args.dataset_name is None) == (args.train_data_dir is None):
+        parser.error("give exactly one of --dataset_name or --train_data_dir")
+    if args.model_config is not None:
+        args.train_full_unet = True
+    if not 0 <= args.conditioning_dropout_prob <= 1 / 3:
+        parser.error(f"--conditioning_dropout_prob must be in [0, 1/3], got {args.conditioning_dropout_prob}")
+    for flag in ("train_batch_size", "gradient_accumulation_steps", "checkpointing_steps", "rank"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag} must be >= 1, got {getattr(args, flag)}")
+    return args
+
+
+def load_starting_pipeline(args: argparse.Namespace) -> FFADiffusionPipeline:
+    hub = {"revision": args.revision, "variant": args.variant}
+    if args.model_config is not None:
+        pipe = build_pipeline(args.model_config, seed=args.seed)
+    elif args.pretrained_ffa_model is not None:
+        pipe = FFADiffusionPipeline.from_pretrained(args.pretrained_ffa_model, **hub)
+    else:
+        pipe = FFADiffusionPipeline.from_stable_diffusion(args.pretrained_model_name_or_path, **hub)
+    if args.pretrained_vae_model_name_or_path is not None:
+        vae = AutoencoderKL.from_pretrained(args.pretrained_vae_model_name_or_path)
+        if vae.config.latent_channels != pipe.vae.config.latent_channels:
+            raise ValueError(f"--pretrained_vae_model_name_or_path has {vae.config.latent_channels} latent channels; "
+                             f"the model needs {pipe.vae.config.latent_channels}")
+        pipe.register_modules(vae=vae)
+    return pipe
+
+
+def load_data(args: argparse.Namespace, pipe: FFADiffusionPipeline, resolution: int) -> PairedFFADataset:
+    """The HF dataset, its columns checked and its labels resolved against the model's own vocabulary."""
+    if args.dataset_name is not None:
+        dataset = load_dataset(args.dataset_name, args.dataset_config_name)["train"]
+    else:
+        dataset = load_dataset(args.train_data_dir)["train"]
+    if args.max_train_samples is not None:
+        dataset = dataset.select(range(min(args.max_train_samples, len(dataset))))
+    spec = ColumnSpec.from_flags(args.source_image_column, args.target_image_column, args.phase_column,
+                                 args.modality_column, args.disease_column, args.eye_id_column)
+    check_columns(dataset, spec)
+    labels = resolve_labels(dataset, spec, pipe.modalities, pipe.diseases, pipe.phases, args.modality)
+    return PairedFFADataset(dataset, spec, labels, resolution, seed=args.seed, random_flip=args.random_flip,
+                            random_rotation=args.random_rotation, random_scale=args.random_scale)
+
+
+def encode(vae, pixels: torch.Tensor, sample: bool) -> torch.Tensor:
+    """Scaled VAE latents: a sample for targets (as diffusers trainers do), the mode for sources (as the pipeline)."""
+    distribution = vae.encode(pixels.to(vae.dtype)).latent_dist
+    latents = distribution.sample() if sample else distribution.mode()
+    shift = getattr(vae.config, "shift_factor", None) or 0.0
+    return (latents - shift) * vae.config.scaling_factor
+
+
+class CachedLatents(torch.utils.data.Dataset):
+    """`--cache_latents`: every item encoded once (the VAE is frozen), source / target / partner as latents."""
+
+    def __init__(self, dataset: PairedFFADataset, vae, batch_size: int):
+        self.items = []
+        loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size)
+        with torch.no_grad():
+            for batch in tqdm(loader, desc="caching latents"):
+                latents = {k: encode(vae, batch[k], sample=(k == "target")) for k in ("source", "target", "partner")}
+                for i in range(len(batch["modality"])):
+                    self.items.append({**{k: v[i] for k, v in batch.items()}, **{k: v[i] for k, v in latents.items()}})
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.items[index]
+
+
+def add_lora(unet, args: argparse.Namespace) -> None:
+    targets = LORA_ATTENTION_MODULES + (LORA_RESNET_MODULES if args.lora_on_resnets else [])
+    unet.add_adapter(LoraConfig(r=args.rank, lora_alpha=args.rank, init_lora_weights="gaussian",
+                                target_modules=targets))
+
+
+def trainable_modules(pipe: FFADiffusionPipeline, args: argparse.Namespace) -> list[torch.nn.Parameter]:
+    """Freeze everything, then unfreeze what the protocol trains; returns the trained parameters."""
+    for module in (pipe.vae, pipe.unet, pipe.condition_encoder, pipe.disease_embedding):
+        module.requires_grad_(False)
+    if args.train_full_unet:
+        pipe.unet.requires_grad_(True)
+    else:
+        add_lora(pipe.unet, args)
+        pipe.unet.conv_in.requires_grad_(True)
+    pipe.condition_encoder.requires_grad_(True)
+    pipe.disease_embedding.requires_grad_(True)
+    modules = (pipe.unet, pipe.condition_encoder, pipe.disease_embedding)
+    return [p for module in modules for p in module.parameters() if p.requires_grad]
+
+
+def dropout_masks(batch_size: int, probability: float, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """InstructPix2Pix's scheme: labels dropped for u < 2p, image for p <= u < 3p (so both for p <= u < 2p)."""
+    u = torch.rand(batch_size, generator=generator)
+    return (u >= probability) & (u < 3 * probability), u < 2 * probability
+
+
+def training_loss(batch: dict, pipe: FFADiffusionPipeline, models: dict, noise_scheduler: DDPMScheduler,
+                  args: argparse.Namespace, generator: torch.Generator, cached: bool) -> tuple[torch.Tensor, dict]:
+    """Diffusion loss (+ alignment loss) for one batch; `models` are the accelerate-wrapped trainables."""
+    unet, encoder, disease_embedding = models["unet"], models["condition_encoder"], models["disease_embedding"]
+    device = batch["modality"].device
+    with torch.no_grad():
+        if cached:
+            target_latents, source_latents, partner_latents = batch["target"], batch["source"], batch["partner"]
+        else:
+            target_latents = encode(pipe.vae, batch["target"], sample=True)
+            source_latents = encode(pipe.vae, batch["source"], sample=False)
+            partner_latents = (encode(pipe.vae, batch["partner"], sample=False)
+                               if bool(batch["has_partner"].any()) else None)
+    batch_size = target_latents.shape[0]
+    noise = torch.randn(target_latents.shape, generator=generator).to(device, target_latents.dtype)
+    if args.noise_offset:
+        offset = torch.randn(batch_size, target_latents.shape[1], 1, 1, generator=generator).to(device)
+        noise = noise + args.noise_offset * offset
+    timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (batch_size,), generator=generator)
+    timesteps = timesteps.to(device)
+    noisy_latents = noise_scheduler.add_noise(target_latents, noise, timesteps)
+    drop_image, drop_labels = (m.to(device) for m in dropout_masks(batch_size, args.conditioning_dropout_prob,
+                                                                  generator))
+
+    condition = encoder(source_latents, batch["modality"], drop_image=drop_image)
+    class_labels = disease_embedding(batch["disease"], batch["phase_seconds"], drop_labels=drop_labels)
+    model_input = torch.cat([noisy_latents, condition.shared_latents], dim=1)
+    prediction = unet(model_input, timesteps, encoder_hidden_states=condition.context, class_labels=class_labels,
+                      return_dict=False)[0]
+    if noise_scheduler.config.prediction_type == "v_prediction":
+        target = noise_scheduler.get_velocity(target_latents, noise, timesteps)
+    else:
+        target = noise
+    if args.snr_gamma is None:
+        loss = F.mse_loss(prediction.float(), target.float())
+    else:
+        snr = compute_snr(noise_scheduler, timesteps)
+        weights = torch.stack([snr, args.snr_gamma * torch.ones_like(snr)], dim=1).min(dim=1)[0]
+        weights = weights / snr if noise_scheduler.config.prediction_type == "epsilon" else weights / (snr + 1)
+        per_sample = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+        loss = (per_sample * weights).mean()
+    logs = {"diffusion_loss": loss.detach().item()}
+
+    if args.alignment_loss_weight > 0 and partner_latents is not None:
+        pairs = batch["has_partner"].bool()
+        if pairs.any():
+            anchor = encoder(source_latents[pairs], batch["modality"][pairs]).shared_latents
+            partner = encoder(partner_latents[pairs], batch["partner_modality"][pairs]).shared_latents
+            alignment = (1 - F.cosine_similarity(anchor.float(), partner.float(), dim=1)).mean()
+            loss = loss + args.alignment_loss_weight * alignment
+            logs["alignment_loss"] = alignment.detach().item()
+    logs["loss"] = loss.detach().item()
+    return loss, logs
+
+
+def collate(items: list[dict]) -> dict:
+    batch = {}
+    for key in items[0]:
+        values = [item[key] for item in items]
+        batch[key] = torch.stack(values) if isinstance(values[0], torch.Tensor) else torch.tensor(values)
+    return batch
+
+
+def validation_sources(args: argparse.Namespace, dataset: PairedFFADataset) -> list[tuple[np.ndarray, str, str]]:
+    """(image, modality, disease) triples to render at each validation: the given files, or the first rows."""
+    if args.validation_image:
+        return [(path, args.modality or "cfp", "unknown") for path in args.validation_image]
+    rows = range(min(args.num_validation_images, len(dataset)))
+    modalities, diseases = dataset.labels["modality"], dataset.labels["disease"]
+    return [(decode_image(dataset.dataset[r][dataset.spec.source], r, dataset.spec.source), int(modalities[r]),
+             int(diseases[r])) for r in rows]
+
+
+def run_validation(pipe: FFADiffusionPipeline, sources: list, args: argparse.Namespace, step: int,
+                   accelerator: Accelerator) -> None:
+    """Save early- and late-phase samples of the validation sources, and log them to the trackers."""
+    folder = Path(args.output_dir) / "validation" / f"step-{step:06d}"
+    folder.mkdir(parents=True, exist_ok=True)
+    images = []
+    for i, (image, modality, disease) in enumerate(sources):
+        modality = pipe.modalities[modality] if isinstance(modality, int) else modality
+        disease = pipe.diseases[disease] if isinstance(disease, int) else disease
+        for phase in ("early", "late"):
+            generator = torch.Generator().manual_seed(args.seed)
+            output = pipe(image, modality=modality, disease=disease, phase=phase, generator=generator,
+                          num_inference_steps=args.validation_inference_steps).images[0]
+            output.save(folder / f"{i:02d}_{modality}_{disease}_{phase}.png")
+            images.append(np.asarray(output))
+    for tracker in accelerator.trackers:
+        if tracker.name == "tensorboard":
+            tracker.writer.add_images("validation", np.stack(images)[:, None], step, dataformats="NCHW")
+        elif tracker.name == "wandb":
+            import wandb
+
+            tracker.log({"validation": [wandb.Image(image) for image in images]}, step=step)
+
+
+def save_checkpoint(accelerator: Accelerator, args: argparse.Namespace, step: int) -> None:
+    """`save_state` into a temporary folder renamed when complete: an interrupted save leaves no half checkpoint."""
+    output_dir = Path(args.output_dir)
+    if args.checkpoints_total_limit is not None:
+        existing = sorted(output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+        for old in existing[: max(0, len(existing) - args.checkpoints_total_limit + 1)]:
+            shutil.rmtree(old)
+    final = output_dir / f"checkpoint-{step}"
+    partial = output_dir / f".partial-checkpoint-{step}"
+    shutil.rmtree(partial, ignore_errors=True)
+    accelerator.save_state(str(partial))
+    os.replace(partial, final)
+    logger.info(f"Saved state to {final}")
+
+
+def latest_checkpoint(args: argparse.Namespace) -> Path | None:
+    if args.resume_from_checkpoint != "latest":
+        path = Path(args.resume_from_checkpoint)
+        if not path.is_dir():
+            raise ValueError(f"--resume_from_checkpoint {str(path)!r} is not a folder (or use 'latest')")
+        return path
+    found = sorted(Path(args.output_dir).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    return found[-1] if found else None
+
+
+def save_model_card(args: argparse.Namespace, output_dir: Path, pipe: FFADiffusionPipeline, summary: dict) -> None:
+    base = args.pretrained_model_name_or_path or args.pretrained_ffa_model or f"from scratch ({args.model_config})"
+    dataset = args.dataset_name or args.train_data_dir
+    settings = {k: v for k, v in vars(args).items() if k not in ("hub_token",)}
+    description = f"""
+# FFADiffusionPipeline: synthetic fluorescein angiograms
+
+**Synthetic images, not for diagnosis.** This model makes a plausible-looking fluorescein angiogram from a
+non-invasive retinal image; it has not been validated clinically and must not be used to diagnose or treat.
+
+- Base model: {base}
+- Training data: {dataset}
+- Modalities: {pipe.modalities}; diseases: {pipe.diseases}; phases: {pipe.phases}
+- Protocol: {"full UNet" if args.train_full_unet else f"LoRA rank {args.rank}"}, condition encoder, disease
+  embedding and conv_in trained in full; conditioning dropout {args.conditioning_dropout_prob}; alignment loss
+  weight {args.alignment_loss_weight}.
+- Result: {json.dumps(summary)}
+
+## Use
+```python
+from ffa_pipeline import FFADiffusionPipeline  # or DiffusionPipeline.from_pretrained(..., trust_remote_code=True)
+pipe = FFADiffusionPipeline.from_pretrained("{args.hub_model_id or output_dir}")
+angiogram = pipe(image, modality="cfp", disease="unknown", phase="late").images[0]
+```
+
+## Limitations
+Trained on few pairs (and/or procedural phantom data): lesions it has not seen may be missed or invented, and
+the output can look convincing while being wrong. Every output is synthetic.
+
+## Training settings
+```json
+{json.dumps(settings, indent=2, default=str)}
+```
+"""
+    # diffusers' load_or_create_model_card looks the card up on the Hub first (a local run has no Hub and no repo
+    # yet), so the card is made from the same diffusers template directly.
+    card = ModelCard.from_template(
+        card_data=ModelCardData(license="apache-2.0", library_name="diffusers", inference=False,
+                                base_model=None if args.model_config else base,
+                                datasets=[dataset] if args.dataset_name else None),
+        template_path=MODEL_CARD_TEMPLATE_PATH, model_description=description,
+    )
+    card = populate_model_card(card, tags=["diffusers", "image-to-image", "medical-imaging", "ophthalmology",
+                                           "fluorescein-angiography", "synthetic"])
+    card.save(output_dir / "README.md")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        mixed_precision=args.mixed_precision,
+        log_with=None if args.report_to == "none" else args.report_to,
+        project_config=ProjectConfiguration(project_dir=args.output_dir,
+                                            logging_dir=os.path.join(args.output_dir, args.logging_dir)),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+        # a batch may hold only some modalities, so some stems get no gradient in a step
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+    )
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
+    set_seed(args.seed)
+    if accelerator.is_main_process:
+        os.makedirs(args.output_dir, exist_ok=True)
+
+    pipe = load_starting_pipeline(args)
+    pipe.set_progress_bar_config(disable=True)
+    resolution = args.resolution or pipe.default_resolution
+    multiple = pipe.vae_scale_factor * 2 ** (len(pipe.unet.config.block_out_channels) - 1)
+    if resolution % multiple:
+        raise ValueError(f"--resolution must be divisible by {multiple} (VAE x UNet downsampling), got {resolution}")
+    noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+    if args.prediction_type is not None:
+        noise_scheduler.register_to_config(prediction_type=args.prediction_type)
+        pipe.scheduler.register_to_config(prediction_type=args.prediction_type)
+
+    dataset = load_data(args, pipe, resolution)
+    validation = validation_sources(args, dataset) if args.validation_steps else []
+    parameters = trainable_modules(pipe, args)
+    if args.gradient_checkpointing:
+        pipe.unet.enable_gradient_checkpointing()
+    ema = EMAModel(parameters, decay=args.ema_decay) if args.use_ema else None
+
+    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
+    pipe.vae.to(accelerator.device, dtype=weight_dtype)
+    train_data = CachedLatents(dataset, pipe.vae, args.train_batch_size) if args.cache_latents else dataset
+    dataloader = torch.utils.data.DataLoader(train_data, batch_size=args.train_batch_size, shuffle=True,
+                                             collate_fn=collate, num_workers=args.dataloader_num_workers)
+    if args.scale_lr:
+        args.learning_rate *= args.gradient_accumulation_steps * args.train_batch_size * accelerator.num_processes
+    optimizer = torch.optim.AdamW(parameters, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
+                                  weight_decay=args.adam_weight_decay, eps=args.adam_epsilon)
+    steps_per_epoch = math.ceil(len(dataloader) / accelerator.num_processes / args.gradient_accumulation_steps)
+    if args.max_train_steps is None:
+        args.max_train_steps = args.num_train_epochs * steps_per_epoch
+    args.num_train_epochs = math.ceil(args.max_train_steps / steps_per_epoch)
+    lr_scheduler = get_scheduler(args.lr_scheduler, optimizer=optimizer,
+                                 num_warmup_steps=args.lr_warmup_steps * accelerator.num_processes,
+                                 num_training_steps=args.max_train_steps * accelerator.num_processes)
+    unet, encoder, disease_embedding, optimizer, dataloader, lr_scheduler = accelerator.prepare(
+        pipe.unet, pipe.condition_encoder, pipe.disease_embedding, optimizer, dataloader, lr_scheduler
+    )
+    models = {"unet": unet, "condition_encoder": encoder, "disease_embedding": disease_embedding}
+    if ema is not None:
+        ema.to(accelerator.device)
+        accelerator.register_for_checkpointing(ema)
+    generator = torch.Generator().manual_seed(args.seed + accelerator.process_index)
+    accelerator.register_for_checkpointing(_GeneratorState(generator))
+    if accelerator.is_main_process:
+        accelerator.init_trackers("train_ffa", config={k: v for k, v in vars(args).items()
+                                                       if isinstance(v, (int, float, str, bool))})
+
+    global_step, first_epoch, resume_batches, logs = 0, 0, 0, {}
+    if args.resume_from_checkpoint:
+        checkpoint = latest_checkpoint(args)
+        if checkpoint is None:
+            logger.info("No checkpoint to resume from: starting a new run.")
+        else:
+            accelerator.load_state(str(checkpoint))
+            global_step = int(checkpoint.name.split("-")[1])
+            first_epoch = global_step // steps_per_epoch
+            resume_batches = (global_step % steps_per_epoch) * args.gradient_accumulation_steps
+            logger.info(f"Resumed from {checkpoint} at step {global_step}")
+
+    log_path = Path(args.output_dir) / "train_log.jsonl"
+    logger.info(f"{len(train_data)} samples, {args.max_train_steps} steps, {accelerator.num_processes} processes")
+    progress = tqdm(range(args.max_train_steps), initial=global_step, desc="steps",
+                    disable=not accelerator.is_local_main_process)
+    for epoch in range(first_epoch, args.num_train_epochs):
+        dataset.set_epoch(epoch)
+        dataloader.set_epoch(epoch)
+        batches = accelerator.skip_first_batches(dataloader, resume_batches) if resume_batches else dataloader
+        resume_batches = 0
+        for batch in batches:
+            with accelerator.accumulate(unet, encoder, disease_embedding):
+                loss, logs = training_loss(batch, pipe, models, noise_scheduler, args, generator,
+                                           cached=args.cache_latents)
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(parameters, args.max_grad_norm)
+                optimizer.step()
+                lr_scheduler.step()
+                optimizer.zero_grad()
+            if not accelerator.sync_gradients:
+                continue
+            if ema is not None:
+                ema.step(parameters)
+            global_step += 1
+            progress.update(1)
+            logs = {k: accelerator.reduce(torch.tensor(v, device=accelerator.device), "mean").item()
+                    for k, v in logs.items()}
+            logs["lr"] = lr_scheduler.get_last_lr()[0]
+            progress.set_postfix(loss=f"{logs['loss']:.4f}")
+            accelerator.log(logs, step=global_step)
+            if accelerator.is_main_process:
+                with log_path.open("a") as log:
+                    log.write(json.dumps({"step": global_step, **logs}) + "\n")
+            if global_step % args.checkpointing_steps == 0:
+                accelerator.wait_for_everyone()
+                if accelerator.is_main_process:
+                    save_checkpoint(accelerator, args, global_step)
+            if args.validation_steps and global_step % args.validation_steps == 0 and accelerator.is_main_process:
+                with _ema_weights(ema, parameters):
+                    run_validation(pipe, validation, args, global_step, accelerator)
+            if global_step >= args.max_train_steps:
+                break
+        if global_step >= args.max_train_steps:
+            break
+
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        if ema is not None:
+            ema.copy_to(parameters)
+        save_final(args, pipe, accelerator, {"steps": global_step, "final_loss": logs.get("loss")})
+    accelerator.end_training()
+
+
+class _GeneratorState:
+    """Makes the noise/timestep/dropout generator part of `save_state`, so a resumed run draws the same numbers."""
+
+    def __init__(self, generator: torch.Generator):
+        self.generator = generator
+
+    def state_dict(self) -> dict:
+        return {"state": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["state"])
+
+
+class _ema_weights:
+    """Context manager: validate with the EMA weights, then put the training weights back."""
+
+    def __init__(self, ema: EMAModel | None, parameters: list[torch.nn.Parameter]):
+        self.ema, self.parameters = ema, parameters
+
+    def __enter__(self):
+        if self.ema is not None:
+            self.ema.store(self.parameters)
+            self.ema.copy_to(self.parameters)
+
+    def __exit__(self, *exc):
+        if self.ema is not None:
+            self.ema.restore(self.parameters)
+
+
+def save_final(args: argparse.Namespace, pipe: FFADiffusionPipeline, accelerator: Accelerator, summary: dict) -> None:
+    """The LoRA adapter (with its fully trained parts) in `lora/`, and the whole pipeline (LoRA fused) at the root."""
+    output_dir = Path(args.output_dir)
+    unet = accelerator.unwrap_model(pipe.unet)
+    if not args.train_full_unet:
+        FFADiffusionPipeline.save_lora_weights(
+            output_dir / "lora", unet_lora_layers=get_peft_model_state_dict(unet),
+            condition_encoder=pipe.condition_encoder, disease_embedding=pipe.disease_embedding,
+            unet_conv_in=unet.conv_in,
+        )
+        unet.fuse_lora()
+        unet.unload_lora()
+    pipe.unet = unet
+    pipe.register_modules(unet=unet)
+    if pipe.vae.dtype != torch.float32:
+        pipe.vae.to(dtype=torch.float32)
+    pipe.save_pretrained(output_dir)
+    save_model_card(args, output_dir, pipe, summary)
+    logger.info(f"Saved the pipeline to {output_dir}")
+    if args.push_to_hub:
+        from huggingface_hub import create_repo, upload_folder
+
+        repo_id = create_repo(args.hub_model_id or output_dir.name, exist_ok=True, token=args.hub_token).repo_id
+        upload_folder(repo_id=repo_id, folder_path=output_dir, token=args.hub_token,
+                      ignore_patterns=["checkpoint-*", ".partial-*", "validation/*", "logs/*"])
+
+
+if __name__ == "__main__":
+    main()
