@@ -22,7 +22,6 @@ import json
 import logging
 import math
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +43,7 @@ from tqdm.auto import tqdm
 from ffa_pipeline import FFADiffusionPipeline
 from ffa_pipeline.data import ColumnSpec, PairedFFADataset, check_columns, decode_image, resolve_labels
 from ffa_pipeline.model_config import build_pipeline
+from ffa_pipeline.training_utils import checkpoint_step, find_checkpoint, save_checkpoint
 
 logger = get_logger(__name__, log_level="INFO")
 
@@ -327,31 +327,6 @@ def run_validation(pipe: FFADiffusionPipeline, sources: list, args: argparse.Nam
             tracker.log({"validation": [wandb.Image(image) for image in images]}, step=step)
 
 
-def save_checkpoint(accelerator: Accelerator, args: argparse.Namespace, step: int) -> None:
-    """`save_state` into a temporary folder renamed when complete: an interrupted save leaves no half checkpoint."""
-    output_dir = Path(args.output_dir)
-    if args.checkpoints_total_limit is not None:
-        existing = sorted(output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-        for old in existing[: max(0, len(existing) - args.checkpoints_total_limit + 1)]:
-            shutil.rmtree(old)
-    final = output_dir / f"checkpoint-{step}"
-    partial = output_dir / f".partial-checkpoint-{step}"
-    shutil.rmtree(partial, ignore_errors=True)
-    accelerator.save_state(str(partial))
-    os.replace(partial, final)
-    logger.info(f"Saved state to {final}")
-
-
-def latest_checkpoint(args: argparse.Namespace) -> Path | None:
-    if args.resume_from_checkpoint != "latest":
-        path = Path(args.resume_from_checkpoint)
-        if not path.is_dir():
-            raise ValueError(f"--resume_from_checkpoint {str(path)!r} is not a folder (or use 'latest')")
-        return path
-    found = sorted(Path(args.output_dir).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-    return found[-1] if found else None
-
-
 def save_model_card(args: argparse.Namespace, output_dir: Path, pipe: FFADiffusionPipeline, summary: dict) -> None:
     base = args.pretrained_model_name_or_path or args.pretrained_ffa_model or f"from scratch ({args.model_config})"
     dataset = args.dataset_name or args.train_data_dir
@@ -465,12 +440,12 @@ def main(argv: list[str] | None = None) -> None:
 
     global_step, first_epoch, resume_batches, logs = 0, 0, 0, {}
     if args.resume_from_checkpoint:
-        checkpoint = latest_checkpoint(args)
+        checkpoint = find_checkpoint(args.output_dir, args.resume_from_checkpoint)
         if checkpoint is None:
             logger.info("No checkpoint to resume from: starting a new run.")
         else:
             accelerator.load_state(str(checkpoint))
-            global_step = int(checkpoint.name.split("-")[1])
+            global_step = checkpoint_step(checkpoint)
             first_epoch = global_step // steps_per_epoch
             resume_batches = (global_step % steps_per_epoch) * args.gradient_accumulation_steps
             logger.info(f"Resumed from {checkpoint} at step {global_step}")
@@ -511,7 +486,8 @@ def main(argv: list[str] | None = None) -> None:
             if global_step % args.checkpointing_steps == 0:
                 accelerator.wait_for_everyone()
                 if accelerator.is_main_process:
-                    save_checkpoint(accelerator, args, global_step)
+                    saved = save_checkpoint(accelerator, args.output_dir, global_step, args.checkpoints_total_limit)
+                    logger.info(f"Saved state to {saved}")
             if args.validation_steps and global_step % args.validation_steps == 0 and accelerator.is_main_process:
                 with _ema_weights(ema, parameters):
                     run_validation(pipe, validation, args, global_step, accelerator)

@@ -1,0 +1,190 @@
+"""train_ffa.py / train_vae.py: learning, exact resume, LoRA output, loading what training wrote, bad arguments."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from datasets import load_dataset
+
+from ffa_pipeline import FFADiffusionPipeline
+from ffa_pipeline.model_config import build_pipeline
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "train"))
+
+import train_ffa  # noqa: E402
+import train_vae  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def phantom_dir(tmp_path_factory) -> Path:
+    """A tiny phantom dataset (2 eyes x 2 modalities, early + late FFA) written by the project's own CLI."""
+    output = tmp_path_factory.mktemp("phantom") / "data"
+    subprocess.run(
+        [sys.executable, str(ROOT / "train" / "make_phantom_dataset.py"), "--num_samples", "4", "--resolution", "64",
+         "--modalities", "cfp", "oct", "--diseases", "normal", "diabetic_retinopathy", "--num_proc", "1",
+         "--output_dir", str(output)],
+        check=True, capture_output=True, timeout=300,
+    )
+    return output
+
+
+def phantom_args(phantom_dir: Path, output_dir: Path, *extra: str) -> list[str]:
+    return [
+        "--train_data_dir", str(phantom_dir), "--output_dir", str(output_dir),
+        "--target_image_column", "ffa_early,ffa_late", "--phase_column", "ffa_early_seconds,ffa_late_seconds",
+        "--resolution", "32", "--train_batch_size", "4", "--seed", "0", *extra,
+    ]
+
+
+def losses(output_dir: Path) -> list[float]:
+    lines = (output_dir / "train_log.jsonl").read_text().splitlines()
+    return [json.loads(line)["loss"] for line in lines]
+
+
+def test_loss_is_finite_and_decreases(phantom_dir, tmp_path):
+    train_ffa.main(["--model_config", "tiny", *phantom_args(phantom_dir, tmp_path, "--max_train_steps", "30",
+                                                             "--learning_rate", "2e-3", "--checkpointing_steps", "100",
+                                                             "--eye_id_column", "eye_id",
+                                                             "--alignment_loss_weight", "0.1")])
+    curve = losses(tmp_path)
+    assert len(curve) == 30 and np.isfinite(curve).all()
+    assert np.mean(curve[-10:]) < np.mean(curve[:10])
+
+
+def test_resume_continues_the_same_loss_curve(phantom_dir, tmp_path):
+    common = ["--model_config", "tiny", "--checkpointing_steps", "3", "--random_flip", "--random_rotation", "5",
+              "--use_ema", "--snr_gamma", "5"]
+    straight = tmp_path / "straight"
+    train_ffa.main([*common, *phantom_args(phantom_dir, straight, "--max_train_steps", "6")])
+    resumed = tmp_path / "resumed"
+    train_ffa.main([*common, *phantom_args(phantom_dir, resumed, "--max_train_steps", "3")])
+    train_ffa.main([*common, *phantom_args(phantom_dir, resumed, "--max_train_steps", "6",
+                                           "--resume_from_checkpoint", "latest")])
+    np.testing.assert_allclose(losses(resumed), losses(straight), rtol=1e-5)
+    assert not list(resumed.glob(".partial-*"))
+
+
+@pytest.fixture(scope="module")
+def base_model(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("base") / "tiny"
+    build_pipeline("tiny", seed=1).save_pretrained(path)
+    return path
+
+
+def test_lora_run_writes_an_adapter_that_loads(phantom_dir, base_model, tmp_path):
+    train_ffa.main(["--pretrained_ffa_model", str(base_model), "--rank", "4", "--cache_latents",
+                    *phantom_args(phantom_dir, tmp_path, "--max_train_steps", "3", "--learning_rate", "1e-2")])
+    assert (tmp_path / "lora" / "pytorch_lora_weights.safetensors").is_file()
+    pipe = FFADiffusionPipeline.from_pretrained(base_model)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.load_lora_weights(tmp_path / "lora")
+    trained = FFADiffusionPipeline.from_pretrained(tmp_path)
+    trained.set_progress_bar_config(disable=True)
+    image = np.full((40, 40, 3), 140, np.uint8)
+    call = {"num_inference_steps": 2, "output_type": "np"}
+    with_lora = pipe(image, generator=torch.Generator().manual_seed(0), **call).images
+    fused = trained(image, generator=torch.Generator().manual_seed(0), **call).images
+    np.testing.assert_allclose(with_lora, fused, atol=1e-4)
+    assert "not for diagnosis" in (tmp_path / "README.md").read_text()
+
+
+def test_trained_pipeline_loads_without_the_package(phantom_dir, tmp_path):
+    train_ffa.main(["--model_config", "tiny", *phantom_args(phantom_dir, tmp_path, "--max_train_steps", "2")])
+    script = (
+        "import sys; sys.modules['ffa_pipeline'] = None\n"
+        "from diffusers import DiffusionPipeline\n"
+        f"pipe = DiffusionPipeline.from_pretrained({str(tmp_path)!r}, trust_remote_code=True)\n"
+        "print(type(pipe).__name__, pipe.modalities)\n"
+    )
+    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules")}
+    result = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert "FFADiffusionPipeline" in result.stdout, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--source_image_column", "photo"], "--source_image_column 'photo'"),
+        (["--resolution", "36"], "divisible by"),
+        (["--phase_column", "ffa_early_seconds"], "one phase column per target"),
+    ],
+)
+def test_bad_flags_name_the_flag(phantom_dir, tmp_path, extra, message):
+    args = phantom_args(phantom_dir, tmp_path, "--max_train_steps", "1")
+    for flag, value in zip(extra[::2], extra[1::2]):
+        if flag in args:
+            args[args.index(flag) + 1] = value
+        else:
+            args += [flag, value]
+    with pytest.raises(ValueError, match=message):
+        train_ffa.main(["--model_config", "tiny", *args])
+
+
+def _rewritten(phantom_dir: Path, tmp_path: Path, change) -> Path:
+    dataset = load_dataset(str(phantom_dir))["train"]
+    changed = change(dataset)
+    output = tmp_path / "changed"
+    changed.to_parquet(str(output / "data" / "train-00000.parquet"))
+    return output
+
+
+def test_unknown_modality_value_names_the_row(phantom_dir, tmp_path):
+    def relabel(dataset):
+        return dataset.map(lambda row, i: {"modality": "xray" if i == 2 else row["modality"]}, with_indices=True)
+
+    data = _rewritten(phantom_dir, tmp_path, relabel)
+    with pytest.raises(ValueError, match="row 2.*'xray'"):
+        train_ffa.main(["--model_config", "tiny", *phantom_args(data, tmp_path / "out", "--max_train_steps", "1")])
+
+
+def test_corrupt_image_row_names_the_row(phantom_dir, tmp_path):
+    from datasets import Image
+
+    def corrupt(dataset):
+        dataset = dataset.cast_column("source_image", Image(decode=False))
+        return dataset.map(
+            lambda row, i: {"source_image": {"bytes": b"not a png" if i == 1 else row["source_image"]["bytes"],
+                                             "path": None}},
+            with_indices=True,
+        ).cast_column("source_image", Image())
+
+    data = _rewritten(phantom_dir, tmp_path, corrupt)
+    with pytest.raises(ValueError, match="row 1: column 'source_image'"):
+        train_ffa.main(["--model_config", "tiny", *phantom_args(data, tmp_path / "out", "--max_train_steps", "4",
+                                                              "--cache_latents")])
+
+
+def test_two_processes_under_accelerate_launch(phantom_dir, tmp_path):
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               str(ROOT / "train" / "train_ffa.py"), "--model_config", "tiny",
+               *phantom_args(phantom_dir, tmp_path, "--max_train_steps", "4", "--train_batch_size", "2")]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    curve = losses(tmp_path)
+    assert len(curve) == 4 and np.isfinite(curve).all()
+    assert FFADiffusionPipeline.from_pretrained(tmp_path).unet is not None
+
+
+def test_vae_decoder_finetune_reports_metrics(phantom_dir, tmp_path):
+    vae_dir = tmp_path / "vae-start"
+    build_pipeline("tiny").vae.save_pretrained(vae_dir)
+    train_vae.main(["--pretrained_vae_model_name_or_path", str(vae_dir), "--train_data_dir", str(phantom_dir),
+                    "--image_column", "ffa_late", "--grey", "--resolution", "32", "--max_train_steps", "5",
+                    "--train_batch_size", "2", "--output_dir", str(tmp_path / "out")])
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert {"psnr", "ssim"} <= set(metrics["before"]) and np.isfinite(metrics["after"]["psnr"])
+    from diffusers import AutoencoderKL
+
+    start, tuned = AutoencoderKL.from_pretrained(vae_dir), AutoencoderKL.from_pretrained(tmp_path / "out" / "vae")
+    torch.testing.assert_close(start.encoder.state_dict(), tuned.encoder.state_dict())
+    assert not torch.equal(start.decoder.conv_out.weight, tuned.decoder.conv_out.weight)

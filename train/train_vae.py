@@ -1,0 +1,231 @@
+#!/usr/bin/env python
+"""Train a small AutoencoderKL from scratch, or fine-tune only the decoder of a given VAE, on retinal images.
+
+The decoder fine-tune is the second stage of the few-shot protocol: a natural-image VAE blurs the fine vessels and
+dots that an angiogram is made of, and its decoder can learn them back from FFA images alone (no pairs needed).
+Loss: L1 + `--ssim_weight` x (1 - SSIM) + `--kl_weight` x KL. Reports reconstruction PSNR / SSIM on held-out images
+before and after training (`metrics.json`).
+
+Images come from a Hugging Face dataset (`--dataset_name` / `--train_data_dir`, any number of `--image_column`s)
+and/or image folders (`--image_dir`, searched recursively), e.g. the real FFA of `../shared/data/ffa_real`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+from datasets import Image as ImageFeature
+from datasets import load_dataset
+from diffusers import AutoencoderKL
+from diffusers.optimization import get_scheduler
+from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+from tqdm.auto import tqdm
+
+from ffa_pipeline.data import decode_image
+from ffa_pipeline.image_processing import FFAImageProcessor
+from ffa_pipeline.model_config import load_model_config
+from ffa_pipeline.training_utils import checkpoint_step, find_checkpoint, save_checkpoint
+
+logger = get_logger(__name__, log_level="INFO")
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pretrained_vae_model_name_or_path", help="Fine-tune this VAE's decoder (folder/Hub id).")
+    parser.add_argument("--subfolder", default=None, help="e.g. 'vae' inside a pipeline folder.")
+    parser.add_argument("--model_config", default="small", help="From scratch: the 'vae' part of this config.")
+    parser.add_argument("--train_decoder_only", action="store_true", help="Freeze the encoder (default with a "
+                        "pretrained VAE: the UNet's latent space must not move).")
+    parser.add_argument("--dataset_name", default=None)
+    parser.add_argument("--train_data_dir", default=None)
+    parser.add_argument("--image_column", nargs="*", default=[], help="Image columns of the dataset to learn from.")
+    parser.add_argument("--image_dir", nargs="*", default=[], help="Folders of images (recursive).")
+    parser.add_argument("--grey", action="store_true", help="Convert every image to grey (FFA).")
+    parser.add_argument("--resolution", type=int, default=256)
+    parser.add_argument("--validation_fraction", type=float, default=0.1)
+    parser.add_argument("--train_batch_size", type=int, default=8)
+    parser.add_argument("--max_train_steps", type=int, default=1000)
+    parser.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    parser.add_argument("--learning_rate", type=float, default=1e-4)
+    parser.add_argument("--lr_scheduler", default="constant")
+    parser.add_argument("--lr_warmup_steps", type=int, default=0)
+    parser.add_argument("--ssim_weight", type=float, default=0.5)
+    parser.add_argument("--kl_weight", type=float, default=1e-6)
+    parser.add_argument("--max_grad_norm", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--mixed_precision", choices=["no", "fp16", "bf16"], default=None)
+    parser.add_argument("--output_dir", default="ffa-vae")
+    parser.add_argument("--report_to", default="none")
+    parser.add_argument("--checkpointing_steps", type=int, default=500)
+    parser.add_argument("--checkpoints_total_limit", type=int, default=None)
+    parser.add_argument("--resume_from_checkpoint", default=None)
+    args = parser.parse_args(argv)
+    if not args.image_dir and not (args.image_column and (args.dataset_name or args.train_data_dir)):
+        parser.error("give --image_dir and/or --image_column with --dataset_name / --train_data_dir")
+    if args.pretrained_vae_model_name_or_path:
+        args.train_decoder_only = True
+    return args
+
+
+class ImageSet(torch.utils.data.Dataset):
+    """Dataset cells and image files, each squared around its field of view at the resolution, in [-1, 1]."""
+
+    def __init__(self, sources: list, resolution: int, grey: bool, seed: int):
+        self.sources, self.resolution, self.grey, self.seed = sources, resolution, grey, seed
+        self.processor = FFAImageProcessor(resolution=resolution, min_size=8)
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        source = self.sources[index]
+        if isinstance(source, tuple):
+            rgb = decode_image(*source)
+        else:
+            rgb = self.processor.to_float_rgb(PIL.Image.open(source))
+        square = self.processor.apply_framing(rgb, self.processor.frame(rgb), self.resolution)
+        if self.grey:
+            square = np.repeat(square.mean(axis=2, keepdims=True), 3, axis=2)
+        if np.random.default_rng([self.seed, self.epoch, index]).random() < 0.5:
+            square = square[:, ::-1]
+        return torch.from_numpy(np.ascontiguousarray(square)).permute(2, 0, 1) * 2 - 1
+
+
+def collect_sources(args: argparse.Namespace) -> list:
+    """(cell, row, column) tuples from the dataset and file paths from the folders, in a fixed order."""
+    sources = []
+    if args.image_column:
+        dataset = load_dataset(args.dataset_name or args.train_data_dir)["train"]
+        for column in args.image_column:
+            if column not in dataset.column_names:
+                raise ValueError(f"--image_column {column!r} is not in the dataset; columns: {dataset.column_names}")
+            cells = dataset.cast_column(column, ImageFeature(decode=False))[column]
+            sources += [(cell, row, column) for row, cell in enumerate(cells)]
+    for folder in args.image_dir:
+        if not Path(folder).is_dir():
+            raise ValueError(f"--image_dir {folder!r} is not a folder")
+        sources += sorted(str(p) for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if len(sources) < 2:
+        raise ValueError(f"found {len(sources)} images; need at least 2 (one to train, one to validate)")
+    return sources
+
+
+@torch.no_grad()
+def reconstruction_metrics(vae: AutoencoderKL, loader: torch.utils.data.DataLoader) -> dict[str, float]:
+    """Mean PSNR / SSIM of encode -> decode (posterior mode) on held-out images, in [0, 1]."""
+    psnr, ssim, count = 0.0, 0.0, 0
+    for images in loader:
+        images = images.to(vae.device, vae.dtype)
+        reconstruction = vae.decode(vae.encode(images).latent_dist.mode()).sample.clamp(-1, 1)
+        original, reconstruction = (images.float() + 1) / 2, (reconstruction.float() + 1) / 2
+        for a, b in zip(reconstruction, original):
+            psnr += peak_signal_noise_ratio(a[None], b[None], data_range=1.0).item()
+            ssim += structural_similarity_index_measure(a[None], b[None], data_range=1.0).item()
+            count += 1
+    return {"psnr": psnr / count, "ssim": ssim / count}
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    accelerator = Accelerator(
+        gradient_accumulation_steps=args.gradient_accumulation_steps, mixed_precision=args.mixed_precision,
+        log_with=None if args.report_to == "none" else args.report_to,
+        project_config=ProjectConfiguration(project_dir=args.output_dir),
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+    )
+    logging.basicConfig(format="%(asctime)s - %(levelname)s - %(name)s - %(message)s", level=logging.INFO)
+    set_seed(args.seed)
+    output_dir = Path(args.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+
+    if args.pretrained_vae_model_name_or_path:
+        vae = AutoencoderKL.from_pretrained(args.pretrained_vae_model_name_or_path, subfolder=args.subfolder)
+    else:
+        vae = AutoencoderKL(**load_model_config(args.model_config)["vae"])
+    vae.requires_grad_(True)
+    if args.train_decoder_only:
+        vae.encoder.requires_grad_(False)
+        vae.quant_conv.requires_grad_(False)
+    parameters = [p for p in vae.parameters() if p.requires_grad]
+
+    sources = collect_sources(args)
+    order = np.random.default_rng(args.seed).permutation(len(sources))
+    held_out = max(1, int(len(sources) * args.validation_fraction))
+    train_set = ImageSet([sources[i] for i in order[held_out:]], args.resolution, args.grey, args.seed)
+    validation_set = ImageSet([sources[i] for i in order[:held_out]], args.resolution, args.grey, args.seed)
+    train_loader = torch.utils.data.DataLoader(train_set, batch_size=args.train_batch_size, shuffle=True)
+    validation_loader = torch.utils.data.DataLoader(validation_set, batch_size=args.train_batch_size)
+    before = reconstruction_metrics(vae, validation_loader)
+    logger.info(f"held-out reconstruction before: {before}")
+
+    optimizer = torch.optim.AdamW(parameters, lr=args.learning_rate)
+    lr_scheduler = get_scheduler(args.lr_scheduler, optimizer=optimizer, num_warmup_steps=args.lr_warmup_steps,
+                                 num_training_steps=args.max_train_steps)
+    vae, optimizer, train_loader, lr_scheduler = accelerator.prepare(vae, optimizer, train_loader, lr_scheduler)
+    global_step = 0
+    if args.resume_from_checkpoint:
+        checkpoint = find_checkpoint(output_dir, args.resume_from_checkpoint)
+        if checkpoint is not None:
+            accelerator.load_state(str(checkpoint))
+            global_step = checkpoint_step(checkpoint)
+    steps_per_epoch = math.ceil(len(train_loader) / args.gradient_accumulation_steps)
+    progress = tqdm(range(args.max_train_steps), initial=global_step, disable=not accelerator.is_local_main_process)
+    model = accelerator.unwrap_model(vae)
+    while global_step < args.max_train_steps:
+        epoch = global_step // steps_per_epoch
+        train_set.epoch = epoch
+        train_loader.set_epoch(epoch)
+        skip = (global_step % steps_per_epoch) * args.gradient_accumulation_steps
+        for images in accelerator.skip_first_batches(train_loader, skip) if skip else train_loader:
+            with accelerator.accumulate(vae):
+                posterior = model.encode(images).latent_dist
+                reconstruction = model.decode(posterior.sample()).sample
+                l1 = F.l1_loss(reconstruction.float(), images.float())
+                ssim = structural_similarity_index_measure((reconstruction.float().clamp(-1, 1) + 1) / 2,
+                                                           (images.float() + 1) / 2, data_range=1.0)
+                kl = posterior.kl().mean()
+                loss = l1 + args.ssim_weight * (1 - ssim) + args.kl_weight * kl
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(parameters, args.max_grad_norm)
+                optimizer.step()
+                lr_scheduler.step()
+                optimizer.zero_grad()
+            if not accelerator.sync_gradients:
+                continue
+            global_step += 1
+            progress.update(1)
+            progress.set_postfix(l1=f"{l1.item():.4f}", ssim=f"{ssim.item():.3f}")
+            accelerator.log({"l1": l1.item(), "ssim": ssim.item(), "kl": kl.item()}, step=global_step)
+            if global_step % args.checkpointing_steps == 0 and accelerator.is_main_process:
+                save_checkpoint(accelerator, output_dir, global_step, args.checkpoints_total_limit)
+            if global_step >= args.max_train_steps:
+                break
+
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        model.eval()
+        after = reconstruction_metrics(model, validation_loader)
+        logger.info(f"held-out reconstruction after: {after}")
+        model.save_pretrained(output_dir / "vae")
+        metrics = {"before": before, "after": after, "steps": global_step, "train_images": len(train_set),
+                   "held_out_images": len(validation_set)}
+        (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    accelerator.end_training()
+
+
+if __name__ == "__main__":
+    main()
