@@ -6,6 +6,7 @@ import os
 import shutil
 from pathlib import Path
 
+import torch
 from accelerate import Accelerator
 
 
@@ -42,3 +43,10 @@ def find_checkpoint(output_dir: str | Path, resume_from_checkpoint: str) -> Path
 
 def checkpoint_step(checkpoint: Path) -> int:
     return int(checkpoint.name.split("-")[1])
+
+
+def runs_on_cpu_only() -> bool:
+    """True without CUDA / MPS. Passed as `Accelerator(cpu=...)`: only then does accelerate turn several processes
+    started by `accelerate launch --multi_gpu --num_processes N` (or torchrun) into one gloo group on a CPU machine;
+    otherwise each process would train alone."""
+    return not (torch.cuda.is_available() or torch.backends.mps.is_available())

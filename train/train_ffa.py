@@ -43,7 +43,7 @@ from tqdm.auto import tqdm
 from ffa_pipeline import FFADiffusionPipeline
 from ffa_pipeline.data import ColumnSpec, PairedFFADataset, check_columns, decode_image, resolve_labels
 from ffa_pipeline.model_config import build_pipeline
-from ffa_pipeline.training_utils import checkpoint_step, find_checkpoint, save_checkpoint
+from ffa_pipeline.training_utils import checkpoint_step, find_checkpoint, runs_on_cpu_only, save_checkpoint
 
 logger = get_logger(__name__, log_level="INFO")
 
@@ -254,10 +254,19 @@ def training_loss(batch: dict, pipe: FFADiffusionPipeline, models: dict, noise_s
     drop_image, drop_labels = (m.to(device) for m in dropout_masks(batch_size, args.conditioning_dropout_prob,
                                                                   generator))
 
-    condition = encoder(source_latents, batch["modality"], drop_image=drop_image)
+    # One encoder call for the sources and the alignment partners (DDP allows one forward per step and module).
+    pairs = batch["has_partner"].bool() & ~drop_image
+    align = args.alignment_loss_weight > 0 and partner_latents is not None and bool(pairs.any())
+    latents_in, modality_in, drop_in = source_latents, batch["modality"], drop_image
+    if align:
+        latents_in = torch.cat([source_latents, partner_latents[pairs]])
+        modality_in = torch.cat([batch["modality"], batch["partner_modality"][pairs]])
+        drop_in = torch.cat([drop_image, torch.zeros_like(drop_image[pairs])])
+    encoded = encoder(latents_in, modality_in, drop_image=drop_in)
+    shared_latents, context = encoded.shared_latents[:batch_size], encoded.context[:batch_size]
     class_labels = disease_embedding(batch["disease"], batch["phase_seconds"], drop_labels=drop_labels)
-    model_input = torch.cat([noisy_latents, condition.shared_latents], dim=1)
-    prediction = unet(model_input, timesteps, encoder_hidden_states=condition.context, class_labels=class_labels,
+    model_input = torch.cat([noisy_latents, shared_latents], dim=1)
+    prediction = unet(model_input, timesteps, encoder_hidden_states=context, class_labels=class_labels,
                       return_dict=False)[0]
     if noise_scheduler.config.prediction_type == "v_prediction":
         target = noise_scheduler.get_velocity(target_latents, noise, timesteps)
@@ -273,14 +282,11 @@ def training_loss(batch: dict, pipe: FFADiffusionPipeline, models: dict, noise_s
         loss = (per_sample * weights).mean()
     logs = {"diffusion_loss": loss.detach().item()}
 
-    if args.alignment_loss_weight > 0 and partner_latents is not None:
-        pairs = batch["has_partner"].bool()
-        if pairs.any():
-            anchor = encoder(source_latents[pairs], batch["modality"][pairs]).shared_latents
-            partner = encoder(partner_latents[pairs], batch["partner_modality"][pairs]).shared_latents
-            alignment = (1 - F.cosine_similarity(anchor.float(), partner.float(), dim=1)).mean()
-            loss = loss + args.alignment_loss_weight * alignment
-            logs["alignment_loss"] = alignment.detach().item()
+    if align:
+        anchor, partner = shared_latents[pairs], encoded.shared_latents[batch_size:]
+        alignment = (1 - F.cosine_similarity(anchor.float(), partner.float(), dim=1)).mean()
+        loss = loss + args.alignment_loss_weight * alignment
+        logs["alignment_loss"] = alignment.detach().item()
     logs["loss"] = loss.detach().item()
     return loss, logs
 
@@ -377,6 +383,7 @@ the output can look convincing while being wrong. Every output is synthetic.
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     accelerator = Accelerator(
+        cpu=runs_on_cpu_only(),
         gradient_accumulation_steps=args.gradient_accumulation_steps,
         mixed_precision=args.mixed_precision,
         log_with=None if args.report_to == "none" else args.report_to,

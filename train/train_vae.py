@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 from ffa_pipeline.data import decode_image
 from ffa_pipeline.image_processing import FFAImageProcessor
 from ffa_pipeline.model_config import load_model_config
-from ffa_pipeline.training_utils import checkpoint_step, find_checkpoint, save_checkpoint
+from ffa_pipeline.training_utils import checkpoint_step, find_checkpoint, runs_on_cpu_only, save_checkpoint
 
 logger = get_logger(__name__, log_level="INFO")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
@@ -141,6 +141,7 @@ def reconstruction_metrics(vae: AutoencoderKL, loader: torch.utils.data.DataLoad
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     accelerator = Accelerator(
+        cpu=runs_on_cpu_only(),
         gradient_accumulation_steps=args.gradient_accumulation_steps, mixed_precision=args.mixed_precision,
         log_with=None if args.report_to == "none" else args.report_to,
         project_config=ProjectConfiguration(project_dir=args.output_dir),
