@@ -184,14 +184,21 @@ class PairedFFADataset(torch.utils.data.Dataset):
             square = cv2.warpAffine(square, matrix, (self.resolution, self.resolution), flags=cv2.INTER_LINEAR)
         return torch.from_numpy(square).permute(2, 0, 1) * 2 - 1
 
-    def __getitem__(self, row: int) -> dict:
-        rng = np.random.default_rng([self.seed, self.epoch, row])
+    def available_targets(self, row: int) -> list[int]:
+        """Indices of the target columns that this row has (a phase given)."""
         available = [j for j, s in enumerate(self.labels["phase_seconds"][row]) if np.isfinite(s)]
         if not available:
             raise ValueError(f"row {row}: no phase for any target column {list(self.spec.phases)}")
-        j = int(rng.choice(available))
+        return available
+
+    def __getitem__(self, row: int) -> dict:
+        rng = np.random.default_rng([self.seed, self.epoch, row])
+        return self.render(row, int(rng.choice(self.available_targets(row))), rng)
+
+    def render(self, row: int, target_index: int, rng: np.random.Generator) -> dict:
+        """The sample of `row` with target column `target_index`; `rng` draws augmentation and partner."""
         source = self._pixels(row, self.spec.source)
-        target = self._pixels(row, self.spec.targets[j])
+        target = self._pixels(row, self.spec.targets[target_index])
         framing = self.processor.frame(source)
         matrix = self._augmentation(rng)
         item = {
@@ -199,7 +206,7 @@ class PairedFFADataset(torch.utils.data.Dataset):
             "target": self._square(target, framing, matrix).mean(dim=0, keepdim=True).expand(3, -1, -1),
             "modality": int(self.labels["modality"][row]),
             "disease": int(self.labels["disease"][row]),
-            "phase_seconds": float(self.labels["phase_seconds"][row, j]),
+            "phase_seconds": float(self.labels["phase_seconds"][row, target_index]),
             "partner": torch.zeros(3, self.resolution, self.resolution),
             "partner_modality": 0,
             "has_partner": False,

@@ -185,22 +185,36 @@ def encode(vae, pixels: torch.Tensor, sample: bool) -> torch.Tensor:
 
 
 class CachedLatents(torch.utils.data.Dataset):
-    """`--cache_latents`: every item encoded once (the VAE is frozen), source / target / partner as latents."""
+    """`--cache_latents`: every row encoded once with the frozen VAE, with *all* its target phases.
 
-    def __init__(self, dataset: PairedFFADataset, vae, batch_size: int):
-        self.items = []
-        loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size)
+    Augmentation and the partner are drawn once, at caching time; which target phase a step sees is still drawn
+    per epoch, so a wide dataset (early + late per row) keeps its phase variety.
+    """
+
+    def __init__(self, dataset: PairedFFADataset, vae):
+        self.seed, self.epoch, self.rows = dataset.seed, 0, []
         with torch.no_grad():
-            for batch in tqdm(loader, desc="caching latents"):
-                latents = {k: encode(vae, batch[k], sample=(k == "target")) for k in ("source", "target", "partner")}
-                for i in range(len(batch["modality"])):
-                    self.items.append({**{k: v[i] for k, v in batch.items()}, **{k: v[i] for k, v in latents.items()}})
+            for row in tqdm(range(len(dataset)), desc="caching latents"):
+                draw = [dataset.seed, 0, row]  # the same augmentation and partner for every target of the row
+                items = [dataset.render(row, j, np.random.default_rng(draw)) for j in dataset.available_targets(row)]
+                first = items[0]
+                sources = torch.stack([first["source"], first["partner"]])
+                source, partner = encode(vae, sources.to(vae.device, vae.dtype), sample=False)
+                targets = encode(vae, torch.stack([item["target"] for item in items]).to(vae.device), sample=True)
+                self.rows.append({**first, "source": source, "partner": partner, "targets": targets,
+                                  "phases": torch.tensor([item["phase_seconds"] for item in items])})
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self.rows)
 
     def __getitem__(self, index: int) -> dict:
-        return self.items[index]
+        row = self.rows[index]
+        j = int(np.random.default_rng([self.seed, self.epoch, index]).integers(len(row["phases"])))
+        item = {k: v for k, v in row.items() if k not in ("targets", "phases")}
+        return {**item, "target": row["targets"][j], "phase_seconds": float(row["phases"][j])}
 
 
 def add_lora(unet, args: argparse.Namespace) -> None:
@@ -418,7 +432,7 @@ def main(argv: list[str] | None = None) -> None:
 
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
     pipe.vae.to(accelerator.device, dtype=weight_dtype)
-    train_data = CachedLatents(dataset, pipe.vae, args.train_batch_size) if args.cache_latents else dataset
+    train_data = CachedLatents(dataset, pipe.vae) if args.cache_latents else dataset
     dataloader = torch.utils.data.DataLoader(train_data, batch_size=args.train_batch_size, shuffle=True,
                                              collate_fn=collate, num_workers=args.dataloader_num_workers)
     if args.scale_lr:
@@ -462,7 +476,7 @@ def main(argv: list[str] | None = None) -> None:
     progress = tqdm(range(args.max_train_steps), initial=global_step, desc="steps",
                     disable=not accelerator.is_local_main_process)
     for epoch in range(first_epoch, args.num_train_epochs):
-        dataset.set_epoch(epoch)
+        train_data.set_epoch(epoch)
         dataloader.set_epoch(epoch)
         batches = accelerator.skip_first_batches(dataloader, resume_batches) if resume_batches else dataloader
         resume_batches = 0
