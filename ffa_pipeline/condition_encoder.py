@@ -83,7 +83,7 @@ class CrossModalConditionEncoder(ModelMixin, ConfigMixin):
         modality_ids: torch.Tensor,
         drop_image: torch.Tensor | None = None,
     ) -> ConditionEncoderOutput:
-        """Encode source latents [B, C, h, w] of modalities `modality_ids` [B]; `drop_image` [B] bool masks images out."""
+        """Encode source latents [B, C, h, w] of modalities `modality_ids` [B]; `drop_image` [B] masks images out."""
         batch_size = source_latents.shape[0]
         hidden_channels = self.config.hidden_channels
         shared = torch.empty_like(source_latents)
