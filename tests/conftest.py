@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+
+# A fresh datasets cache per test session: datasets keys its cache of local folders on the folder name and file
+# pattern, so two test datasets in folders of the same name could otherwise read each other's cached copy.
+os.environ["HF_DATASETS_CACHE"] = tempfile.mkdtemp(prefix="ffa-test-datasets-")
+
 import numpy as np
 import pytest
 import torch

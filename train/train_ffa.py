@@ -176,10 +176,10 @@ def load_data(args: argparse.Namespace, pipe: FFADiffusionPipeline, resolution: 
                             random_rotation=args.random_rotation, random_scale=args.random_scale)
 
 
-def encode(vae, pixels: torch.Tensor, sample: bool) -> torch.Tensor:
+def encode(vae, pixels: torch.Tensor, sample: bool, generator: torch.Generator | None = None) -> torch.Tensor:
     """Scaled VAE latents: a sample for targets (as diffusers trainers do), the mode for sources (as the pipeline)."""
     distribution = vae.encode(pixels.to(vae.dtype)).latent_dist
-    latents = distribution.sample() if sample else distribution.mode()
+    latents = distribution.sample(generator=generator) if sample else distribution.mode()
     shift = getattr(vae.config, "shift_factor", None) or 0.0
     return (latents - shift) * vae.config.scaling_factor
 
@@ -253,7 +253,7 @@ def training_loss(batch: dict, pipe: FFADiffusionPipeline, models: dict, noise_s
         if cached:
             target_latents, source_latents, partner_latents = batch["target"], batch["source"], batch["partner"]
         else:
-            target_latents = encode(pipe.vae, batch["target"], sample=True)
+            target_latents = encode(pipe.vae, batch["target"], sample=True, generator=generator)
             source_latents = encode(pipe.vae, batch["source"], sample=False)
             partner_latents = (encode(pipe.vae, batch["partner"], sample=False)
                                if bool(batch["has_partner"].any()) else None)
