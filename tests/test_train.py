@@ -114,7 +114,7 @@ def test_trained_pipeline_loads_without_the_package(phantom_dir, tmp_path):
     ("extra", "message"),
     [
         (["--source_image_column", "photo"], "--source_image_column 'photo'"),
-        (["--resolution", "36"], "divisible by"),
+        (["--resolution", "34"], "divisible by"),
         (["--phase_column", "ffa_early_seconds"], "one phase column per target"),
     ],
 )
