@@ -1,17 +1,22 @@
 """ffa-diffusion: synthetic fluorescein angiograms from non-invasive retinal images.
 
 Public API: `FFADiffusionPipeline`, `CrossModalConditionEncoder`, `DiseaseEmbedding`, `load_default_pipeline`.
+They are imported lazily, so that `ffa_pipeline.phantom` and `ffa_pipeline.vocab` (numpy / OpenCV only) start
+without importing torch and diffusers.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from .condition_encoder import CrossModalConditionEncoder
-from .disease_embedding import DiseaseEmbedding
-from .pipeline_ffa import FFADiffusionPipeline, FFAPipelineOutput
+if TYPE_CHECKING:
+    from .condition_encoder import CrossModalConditionEncoder
+    from .disease_embedding import DiseaseEmbedding
+    from .pipeline_ffa import FFADiffusionPipeline, FFAPipelineOutput
 
 __all__ = [
     "CrossModalConditionEncoder",
@@ -22,8 +27,21 @@ __all__ = [
     "load_default_pipeline",
 ]
 
+_LAZY = {
+    "CrossModalConditionEncoder": ".condition_encoder",
+    "DiseaseEmbedding": ".disease_embedding",
+    "FFADiffusionPipeline": ".pipeline_ffa",
+    "FFAPipelineOutput": ".pipeline_ffa",
+}
+
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "ffa-default"
 logger = logging.getLogger(__name__)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def load_default_pipeline(model_id: str | os.PathLike | None = None, **kwargs) -> FFADiffusionPipeline:
@@ -32,6 +50,8 @@ def load_default_pipeline(model_id: str | os.PathLike | None = None, **kwargs) -
     Until the default model is trained and shipped in `assets/ffa-default`, this returns an *untrained* tiny
     pipeline (random weights, marked `pipe.is_untrained = True`) so that the app and the Quickstart still run.
     """
+    from .pipeline_ffa import FFADiffusionPipeline
+
     model_id = model_id or os.environ.get("FFA_MODEL_ID") or (DEFAULT_MODEL_DIR if DEFAULT_MODEL_DIR.is_dir() else None)
     if model_id is not None:
         pipe = FFADiffusionPipeline.from_pretrained(model_id, **kwargs)

@@ -8,12 +8,17 @@ import tempfile
 # A fresh datasets cache per test session: datasets keys its cache of local folders on the folder name and file
 # pattern, so two test datasets in folders of the same name could otherwise read each other's cached copy.
 os.environ["HF_DATASETS_CACHE"] = tempfile.mkdtemp(prefix="ffa-test-datasets-")
+# Tiny models gain nothing from a second thread, and on a busy 2-core machine two threads per process made each
+# step 30x slower (spinning threads waiting for each other); subprocesses inherit the setting.
+os.environ["OMP_NUM_THREADS"] = "1"
 
 import numpy as np
 import pytest
 import torch
 
 from ffa_pipeline.model_config import build_pipeline
+
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

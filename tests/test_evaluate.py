@@ -25,15 +25,6 @@ sys.path.insert(0, str(ROOT / "train"))
 import evaluate  # noqa: E402
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a shared CPU two threads can run 50x slower than one."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def phantom_source(tmp_path_factory) -> Path:
     """5 eyes x (cfp, oct), early + late FFA, written by the project's own phantom CLI (64 px, its minimum)."""
