@@ -22,6 +22,7 @@ import json
 import logging
 import math
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -503,7 +504,7 @@ def main(argv: list[str] | None = None) -> None:
             accelerator.log(logs, step=global_step)
             if accelerator.is_main_process:
                 with log_path.open("a") as log:
-                    log.write(json.dumps({"step": global_step, **logs}) + "\n")
+                    log.write(json.dumps({"step": global_step, **logs, "time": time.time()}) + "\n")
             if global_step % args.checkpointing_steps == 0:
                 accelerator.wait_for_everyone()
                 if accelerator.is_main_process:
