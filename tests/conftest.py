@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tempfile
+from pathlib import Path
 
 # A fresh datasets cache per test session: datasets keys its cache of local folders on the folder name and file
 # pattern, so two test datasets in folders of the same name could otherwise read each other's cached copy.
@@ -41,3 +44,14 @@ def fundus_like() -> np.ndarray:
 
 def seeded(seed: int = 0) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
+
+
+def write_phantom(output: Path, num_samples: int, diseases: list[str]) -> Path:
+    """A tiny phantom dataset (64 px, cfp + oct, early + late FFA) written by the project's own CLI."""
+    script = Path(__file__).resolve().parent.parent / "train" / "make_phantom_dataset.py"
+    subprocess.run(
+        [sys.executable, str(script), "--num_samples", str(num_samples), "--resolution", "64", "--modalities", "cfp",
+         "oct", "--diseases", *diseases, "--num_proc", "1", "--output_dir", str(output)],
+        check=True, capture_output=True, timeout=300,
+    )
+    return output

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import write_phantom
 from datasets import Dataset, load_dataset
 
 from ffa_pipeline.baselines import Pix2PixUNet, inverted_green, train_pix2pix
@@ -28,14 +27,7 @@ import evaluate  # noqa: E402
 @pytest.fixture(scope="module")
 def phantom_source(tmp_path_factory) -> Path:
     """5 eyes x (cfp, oct), early + late FFA, written by the project's own phantom CLI (64 px, its minimum)."""
-    output = tmp_path_factory.mktemp("phantom") / "all"
-    subprocess.run(
-        [sys.executable, str(ROOT / "train" / "make_phantom_dataset.py"), "--num_samples", "5", "--resolution", "64",
-         "--modalities", "cfp", "oct", "--diseases", "diabetic_retinopathy", "amd", "--num_proc", "1",
-         "--output_dir", str(output)],
-        check=True, capture_output=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
-    return output
+    return write_phantom(tmp_path_factory.mktemp("phantom") / "all", 5, ["diabetic_retinopathy", "amd"])
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import write_phantom
 from datasets import load_dataset
 
 from ffa_pipeline import FFADiffusionPipeline
@@ -26,14 +27,7 @@ import train_vae  # noqa: E402
 @pytest.fixture(scope="module")
 def phantom_dir(tmp_path_factory) -> Path:
     """A tiny phantom dataset (2 eyes x 2 modalities, early + late FFA) written by the project's own CLI."""
-    output = tmp_path_factory.mktemp("phantom") / "data"
-    subprocess.run(
-        [sys.executable, str(ROOT / "train" / "make_phantom_dataset.py"), "--num_samples", "4", "--resolution", "64",
-         "--modalities", "cfp", "oct", "--diseases", "normal", "diabetic_retinopathy", "--num_proc", "1",
-         "--output_dir", str(output)],
-        check=True, capture_output=True, timeout=300,
-    )
-    return output
+    return write_phantom(tmp_path_factory.mktemp("phantom") / "data", 4, ["normal", "diabetic_retinopathy"])
 
 
 def phantom_args(phantom_dir: Path, output_dir: Path, *extra: str) -> list[str]:
