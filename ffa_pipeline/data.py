@@ -150,12 +150,13 @@ class PairedFFADataset(torch.utils.data.Dataset):
 
     def _find_partners(self) -> list[list[int]]:
         """Rows of the same eye with another modality."""
+        eyes = self.dataset[self.spec.eye_id]
         rows_by_eye = defaultdict(list)
-        for row, eye in enumerate(self.dataset[self.spec.eye_id]):
+        for row, eye in enumerate(eyes):
             rows_by_eye[eye].append(row)
         modality = self.labels["modality"]
         return [[other for other in rows_by_eye[eye] if modality[other] != modality[row]]
-                for row, eye in enumerate(self.dataset[self.spec.eye_id])]
+                for row, eye in enumerate(eyes)]
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

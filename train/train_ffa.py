@@ -567,7 +567,6 @@ def save_final(args: argparse.Namespace, pipe: FFADiffusionPipeline, accelerator
         )
         unet.fuse_lora()
         unet.unload_lora()
-    pipe.unet = unet
     pipe.register_modules(unet=unet)
     if pipe.vae.dtype != torch.float32:
         pipe.vae.to(dtype=torch.float32)
