@@ -112,6 +112,9 @@ def _phase_seconds(value, phases: dict[str, float], row: int, column: str) -> fl
     return seconds
 
 
+_IMAGE_READER = FFAImageProcessor(min_size=8)  # validation and float conversion only; no resolution involved
+
+
 def decode_image(cell, row: int, column: str) -> np.ndarray:
     """An undecoded `datasets.Image` cell -> HxWx3 float32 in [0, 1]; a corrupt image names its row and column."""
     try:
@@ -122,7 +125,7 @@ def decode_image(cell, row: int, column: str) -> np.ndarray:
         else:
             image = PIL.Image.open(cell["path"])
         image.load()
-        return FFAImageProcessor(min_size=8).to_float_rgb(image)
+        return _IMAGE_READER.to_float_rgb(image)
     except Exception as error:
         raise ValueError(f"row {row}: column {column!r}: cannot read the image ({error})") from error
 
