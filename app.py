@@ -190,10 +190,11 @@ def build_demo(
                                       label="Disease")
                 phase = gr.Dropdown(_choices(phases), value=phases[-1], label="Angiogram phase")
                 with gr.Accordion("Advanced", open=False):
-                    steps = gr.Slider(1, MAX_STEPS, value=20, step=1, label="Denoising steps")
-                    image_guidance = gr.Slider(0, 5, value=1.5, step=0.1, label="Image guidance",
+                    default_steps, default_image_guidance, default_label_guidance = pipe.sampling_settings()
+                    steps = gr.Slider(1, MAX_STEPS, value=default_steps, step=1, label="Denoising steps")
+                    image_guidance = gr.Slider(0, 5, value=default_image_guidance, step=0.1, label="Image guidance",
                                                info="How closely to follow the input image")
-                    label_guidance = gr.Slider(0, 10, value=1.5, step=0.1, label="Label guidance",
+                    label_guidance = gr.Slider(0, 10, value=default_label_guidance, step=0.1, label="Label guidance",
                                                info="How strongly to show the disease and phase")
                     seed = gr.Number(0, precision=0, minimum=0, maximum=ffa.MAX_SEED, label="Seed")
                     num_samples = gr.Slider(1, MAX_SAMPLES, value=1, step=1, label="Number of samples")

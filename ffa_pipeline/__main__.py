@@ -1,7 +1,7 @@
 """Command line: synthetic angiograms for a file or a folder of retinal images.
 
     python -m ffa_pipeline generate --input PATH_OR_DIR [PATH ...] --modality cfp --disease unknown --output DIR \
-        [--phases early late] [--seed 0] [--steps 20] [--samples 1] [--model ID_OR_DIR]
+        [--phases early late] [--seed 0] [--steps N] [--samples 1] [--model ID_OR_DIR]
 
 Writes `<image>_<phase>.png` (or `<image>_<phase>_seed<N>.png` with several samples) into DIR, each a lossless PNG
 with the same provenance metadata (and visible synthetic mark) as the demo. The phases of one image share their
@@ -55,9 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--phases", nargs="+", default=["late"],
                           help="FFA phase names of the model or seconds after injection (default: late)")
     generate.add_argument("--seed", type=int, default=0)
-    generate.add_argument("--steps", type=int, default=20, help="denoising steps (default: 20)")
-    generate.add_argument("--image-guidance", type=float, default=1.5)
-    generate.add_argument("--label-guidance", type=float, default=1.5)
+    generate.add_argument("--steps", type=int, default=None, help="denoising steps (default: the model's own)")
+    generate.add_argument("--image-guidance", type=float, default=None, help="(default: the model's own)")
+    generate.add_argument("--label-guidance", type=float, default=None, help="(default: the model's own)")
     generate.add_argument("--samples", type=int, default=1,
                           help="samples per image and phase, from seeds seed, seed+1, ... (default: 1)")
     generate.add_argument("--model", default=None,

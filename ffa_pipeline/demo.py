@@ -103,21 +103,25 @@ class GenerationSettings:
     modality: str
     disease: str = "unknown"
     phase: str | float = "late"
-    num_inference_steps: int = 20
-    image_guidance_scale: float = 1.5
-    label_guidance_scale: float = 1.5
+    num_inference_steps: int | None = None  # None: the checkpoint's recommended setting
+    image_guidance_scale: float | None = None
+    label_guidance_scale: float | None = None
     seed: int = 0
     num_samples: int = 1
 
     def checked(self, pipe: FFADiffusionPipeline, max_steps: int = 1000, max_samples: int = 64) -> GenerationSettings:
-        """These settings with numbers coerced (sliders send floats); `InvalidInputError` naming what is wrong."""
+        """These settings with numbers coerced (sliders send floats) and the checkpoint's defaults filled in;
+        `InvalidInputError` naming what is wrong."""
+        steps, image_guidance, label_guidance = pipe.sampling_settings(
+            self.num_inference_steps, self.image_guidance_scale, self.label_guidance_scale
+        )
         settings = GenerationSettings(
             modality=self.modality,
             disease=self.disease,
             phase=self.phase,
-            num_inference_steps=_as_int(self.num_inference_steps, "Steps", 1, max_steps),
-            image_guidance_scale=_as_scale(self.image_guidance_scale, "Image guidance"),
-            label_guidance_scale=_as_scale(self.label_guidance_scale, "Label guidance"),
+            num_inference_steps=_as_int(steps, "Steps", 1, max_steps),
+            image_guidance_scale=_as_scale(image_guidance, "Image guidance"),
+            label_guidance_scale=_as_scale(label_guidance, "Label guidance"),
             seed=_as_int(self.seed, "Seed", 0, MAX_SEED),
             num_samples=_as_int(self.num_samples, "Number of samples", 1, max_samples),
         )

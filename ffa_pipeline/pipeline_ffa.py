@@ -23,7 +23,15 @@ from typing import Any
 import numpy as np
 import PIL.Image
 import torch
-from diffusers import AutoencoderKL, DiffusionPipeline, UNet2DConditionModel
+from diffusers import (
+    AutoencoderKL,
+    DDIMScheduler,
+    DiffusionPipeline,
+    DPMSolverMultistepScheduler,
+    EulerDiscreteScheduler,
+    UNet2DConditionModel,
+    UniPCMultistepScheduler,
+)
 from diffusers.loaders import StableDiffusionLoraLoaderMixin
 from diffusers.schedulers import KarrasDiffusionSchedulers, SchedulerMixin
 from diffusers.utils import BaseOutput
@@ -39,6 +47,15 @@ PIPELINE_FILE_NAME = "pipeline.py"
 CONV_IN_WEIGHT_NAME = "unet_conv_in.safetensors"
 CUSTOM_COMPONENTS = ("condition_encoder", "disease_embedding")
 OUTPUT_TYPES = ("pil", "np", "pt")
+PIPELINE_SETTINGS = (
+    "max_input_pixels", "default_num_inference_steps", "default_image_guidance_scale", "default_label_guidance_scale"
+)  # non-component entries of model_index.json
+SCHEDULERS = {  # short names for the command lines and the evaluation tables
+    "ddim": DDIMScheduler,
+    "dpm++": DPMSolverMultistepScheduler,
+    "unipc": UniPCMultistepScheduler,
+    "euler": EulerDiscreteScheduler,
+}
 
 ImageInput = PIL.Image.Image | np.ndarray | torch.Tensor | str | os.PathLike
 
@@ -58,6 +75,13 @@ def _as_list(value: Any, batch_size: int, name: str) -> list:
             raise ValueError(f"`{name}` has {len(value)} entries but {batch_size} images were given")
         return list(value)
     return [value] * batch_size
+
+
+def make_scheduler(name: str, config) -> SchedulerMixin:
+    """A scheduler name from `SCHEDULERS` -> that scheduler with a checkpoint's noise schedule (`config`)."""
+    if name not in SCHEDULERS:
+        raise ValueError(f"Unknown scheduler {name!r}; allowed: {list(SCHEDULERS)}")
+    return SCHEDULERS[name].from_config(config)
 
 
 class FFADiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
@@ -89,6 +113,9 @@ class FFADiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         disease_embedding: DiseaseEmbedding,
         scheduler: KarrasDiffusionSchedulers | SchedulerMixin,
         max_input_pixels: int = 40_000_000,
+        default_num_inference_steps: int = 20,
+        default_image_guidance_scale: float = 1.5,
+        default_label_guidance_scale: float = 1.5,
     ):
         super().__init__()
         self.register_modules(
@@ -98,10 +125,30 @@ class FFADiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             disease_embedding=disease_embedding,
             scheduler=scheduler,
         )
-        self.register_to_config(max_input_pixels=max_input_pixels)
+        # The checkpoint's recommended sampling settings (the trainer records the steps-vs-quality choice here);
+        # `__call__` arguments left at None take them.
+        self.register_to_config(
+            max_input_pixels=max_input_pixels,
+            default_num_inference_steps=default_num_inference_steps,
+            default_image_guidance_scale=default_image_guidance_scale,
+            default_label_guidance_scale=default_label_guidance_scale,
+        )
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.image_processor = FFAImageProcessor(
             resolution=self.default_resolution, max_pixels=max_input_pixels
+        )
+
+    def sampling_settings(
+        self,
+        num_inference_steps: int | None = None,
+        image_guidance_scale: float | None = None,
+        label_guidance_scale: float | None = None,
+    ) -> tuple[int, float, float]:
+        """The given sampling settings, each None replaced by the checkpoint's recommended default."""
+        return (
+            self.config.default_num_inference_steps if num_inference_steps is None else num_inference_steps,
+            self.config.default_image_guidance_scale if image_guidance_scale is None else image_guidance_scale,
+            self.config.default_label_guidance_scale if label_guidance_scale is None else label_guidance_scale,
         )
 
     # ----------------------------------------------------------------------------------------------- vocabulary
@@ -295,9 +342,9 @@ class FFADiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         modality: str | list[str] = "cfp",
         disease: str | list[str] = "unknown",
         phase: str | float | list[str | float] = "late",
-        num_inference_steps: int = 20,
-        image_guidance_scale: float = 1.5,
-        label_guidance_scale: float = 1.5,
+        num_inference_steps: int | None = None,
+        image_guidance_scale: float | None = None,
+        label_guidance_scale: float | None = None,
         num_images_per_prompt: int = 1,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
@@ -317,9 +364,11 @@ class FFADiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             modality: input modality, one for all images or one per image (see `pipe.modalities`).
             disease: disease label, one or one per image (see `pipe.diseases`; "unknown" when not known).
             phase: FFA phase name (see `pipe.phases`) or seconds after dye injection, one or one per image.
-            num_inference_steps: denoising steps.
-            image_guidance_scale: how strongly to follow the input image (1 = no image guidance).
-            label_guidance_scale: how strongly to follow disease and phase (1 = no label guidance).
+            num_inference_steps: denoising steps (None: the checkpoint's `default_num_inference_steps`).
+            image_guidance_scale: how strongly to follow the input image (1 = no image guidance; None: the
+                checkpoint's `default_image_guidance_scale`).
+            label_guidance_scale: how strongly to follow disease and phase (1 = no label guidance; None: the
+                checkpoint's `default_label_guidance_scale`).
             num_images_per_prompt: samples per input image (e.g. for uncertainty maps).
             generator: torch generator(s) for reproducibility; same seed, same output.
             latents: pre-generated initial noise `[B * num_images_per_prompt, C, H/8, W/8]`.
@@ -335,6 +384,9 @@ class FFADiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             [`FFAPipelineOutput`] (or `(images, phase_seconds)`), images in the order image x sample.
         """
         callback_on_step_end_tensor_inputs = callback_on_step_end_tensor_inputs or ["latents"]
+        num_inference_steps, image_guidance_scale, label_guidance_scale = self.sampling_settings(
+            num_inference_steps, image_guidance_scale, label_guidance_scale
+        )
         self.check_inputs(
             image, modality, disease, phase, num_inference_steps, image_guidance_scale, label_guidance_scale,
             num_images_per_prompt, output_type, height, width, callback_on_step_end_tensor_inputs,
@@ -496,10 +548,10 @@ class FFADiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
                 pretrained_model_name_or_path, subfolder=name, **component_kwargs
             )
         if kwargs:
-            unknown = sorted(set(kwargs) - {"max_input_pixels"})
+            unknown = sorted(set(kwargs) - set(PIPELINE_SETTINGS))
             if unknown:
                 raise TypeError(f"Unexpected keyword arguments for from_pretrained: {unknown}")
-        config = {k: index[k] for k in ("max_input_pixels",) if k in index}
+        config = {k: index[k] for k in PIPELINE_SETTINGS if k in index}
         config.update(kwargs)
         return cls(**components, **config)
 

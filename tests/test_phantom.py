@@ -197,6 +197,8 @@ def test_ffa_accepts_any_time():
         (lambda: write_phantom_dataset("unused", -1), "-1"),
         (lambda: write_phantom_dataset("unused", 1, diseases=["flu"]), "flu"),
         (lambda: write_phantom_dataset("unused", 1, resolution=63), "63"),
+        (lambda: write_phantom_dataset("unused", 1, modalities=["cfp"], scarce_modalities={"oct": 1}), "oct"),
+        (lambda: write_phantom_dataset("unused", 1, scarce_modalities={"oct": -2}), "-2"),
     ],
 )
 def test_bad_arguments_raise_clear_errors(call, message):
@@ -224,11 +226,31 @@ def test_dataset_round_trips_through_load_dataset(tmp_path):
         assert [image["bytes"] for image in raw_first] == [image["bytes"] for image in raw_second]
 
 
+def test_scarce_modality_drops_rows_and_keeps_the_others_pixels(tmp_path):
+    settings = dict(num_samples=3, resolution=64, diseases=["amd"], modalities=["cfp", "oct"], num_proc=1,
+                    progress=False)
+    write_phantom_dataset(tmp_path / "all", **settings)
+    write_phantom_dataset(tmp_path / "scarce", scarce_modalities={"oct": 1}, **settings)
+    full = datasets.load_dataset(str(tmp_path / "all"))["train"]
+    scarce = datasets.load_dataset(str(tmp_path / "scarce"))["train"]
+    assert list(scarce["modality"]) == ["cfp", "oct", "cfp", "cfp"]
+    kept = [row for row, (modality, eye) in enumerate(zip(full["modality"], full["eye_id"]))
+            if modality == "cfp" or eye == "eye-000000"]
+    raw_full = full.cast_column("source_image", datasets.Image(decode=False))["source_image"]
+    raw_scarce = scarce.cast_column("source_image", datasets.Image(decode=False))["source_image"]
+    assert [raw_full[row]["bytes"] for row in kept] == [image["bytes"] for image in raw_scarce]
+
+
 def test_command_line(tmp_path):
     spec = importlib.util.spec_from_file_location("make_phantom_dataset", ROOT / "train" / "make_phantom_dataset.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     script.main(["--num_samples", "1", "--resolution", "64", "--modalities", "oct", "--output_dir", str(tmp_path)])
     assert datasets.load_dataset(str(tmp_path))["train"].num_rows == 1
+    script.main(["--num_samples", "2", "--resolution", "64", "--scarce_modality", "oct=1", "--output_dir",
+                 str(tmp_path)])
+    assert datasets.load_dataset(str(tmp_path))["train"]["modality"] == ["cfp", "oct", "uwf_slo", "cfp", "uwf_slo"]
+    with pytest.raises(SystemExit):
+        script.parse_args(["--num_samples", "1", "--scarce_modality", "oct", "--output_dir", str(tmp_path)])
     with pytest.raises(ValueError, match="glaucoma_x"):
         script.main(["--num_samples", "1", "--diseases", "glaucoma_x", "--output_dir", str(tmp_path)])

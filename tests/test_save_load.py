@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -16,6 +18,7 @@ from conftest import seeded
 
 from ffa_pipeline import FFADiffusionPipeline
 
+ROOT = Path(__file__).resolve().parent.parent
 CALL = {"num_inference_steps": 2, "output_type": "np", "modality": "oct", "disease": "amd", "phase": "early"}
 
 
@@ -111,3 +114,31 @@ def test_round_trip_without_the_package(tiny_pipe, saved, tmp_path):
     reloaded = FFADiffusionPipeline.from_pretrained(tmp_path / "resaved")
     reloaded.set_progress_bar_config(disable=True)
     np.testing.assert_allclose(reloaded(reference_image(), generator=seeded(1), **CALL).images, expected, atol=1e-5)
+
+
+def test_recommended_sampling_settings_travel_with_the_checkpoint(saved, tmp_path):
+    spec = importlib.util.spec_from_file_location("set_sampling_defaults", ROOT / "train" / "set_sampling_defaults.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    model = tmp_path / "model"
+    shutil.copytree(saved, model)
+    (model / "README.md").write_text("card")
+    script.main(["--model", str(model), "--scheduler", "unipc", "--num_inference_steps", "3",
+                 "--label_guidance_scale", "1.0"])
+    pipe = FFADiffusionPipeline.from_pretrained(model)
+    assert type(pipe.scheduler).__name__ == "UniPCMultistepScheduler"
+    assert pipe.sampling_settings() == (3, 1.5, 1.0)
+    assert pipe.sampling_settings(5, 2.0, None) == (5, 2.0, 1.0)
+    assert (model / "README.md").read_text() == "card" and not model.with_name("model.old").exists()
+    pipe.set_progress_bar_config(disable=True)
+    steps = []
+    pipe(reference_image(), output_type="np", callback_on_step_end=lambda p, i, t, k: steps.append(i) or k)
+    assert steps == [0, 1, 2]
+
+    like = tmp_path / "like"
+    shutil.copytree(saved, like)
+    script.main(["--model", str(like), "--like", str(model)])
+    copied = FFADiffusionPipeline.from_pretrained(like)
+    assert type(copied.scheduler).__name__ == "UniPCMultistepScheduler" and copied.sampling_settings() == (3, 1.5, 1.0)
+    with pytest.raises(SystemExit):
+        script.parse_args(["--model", str(tmp_path / "nowhere")])

@@ -32,8 +32,6 @@ import numpy as np
 import torch
 from datasets import Dataset, DatasetDict, load_dataset
 from datasets import Image as ImageFeature
-from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler, UniPCMultistepScheduler
-from diffusers.schedulers import SchedulerMixin
 from tqdm.auto import tqdm
 
 from ffa_pipeline import FFADiffusionPipeline
@@ -41,15 +39,10 @@ from ffa_pipeline.baselines import Pix2PixUNet, inverted_green, train_pix2pix
 from ffa_pipeline.data import ColumnSpec, PairedFFADataset, check_columns, decode_image, resolve_labels
 from ffa_pipeline.image_processing import FFAImageProcessor
 from ffa_pipeline.metrics import MASK_THRESHOLD, evaluate_pair, ms_ssim_scales
+from ffa_pipeline.pipeline_ffa import SCHEDULERS, make_scheduler
 
 logger = logging.getLogger(__name__)
 
-SCHEDULERS = {
-    "ddim": DDIMScheduler,
-    "dpm++": DPMSolverMultistepScheduler,
-    "unipc": UniPCMultistepScheduler,
-    "euler": EulerDiscreteScheduler,
-}
 BASELINES = ("inverted_green", "pix2pix")
 METRICS = {"psnr": "PSNR (dB) ↑", "ssim": "SSIM ↑", "ms_ssim": "MS-SSIM ↑", "l1": "L1 ↓", "vessel_auc": "vessel AUC ↑"}
 SECONDS_FORMAT = ".3g"
@@ -84,11 +77,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                       help="One table row per method x phase x modality (default: modalities pooled).")
 
     generation = parser.add_argument_group("diffusion model")
-    generation.add_argument("--num_inference_steps", type=int, default=20)
+    generation.add_argument("--num_inference_steps", type=int, default=None, help="Default: the checkpoint's own.")
     generation.add_argument("--scheduler", choices=list(SCHEDULERS), default=None,
                             help="Default: the checkpoint's own scheduler.")
-    generation.add_argument("--image_guidance_scale", type=float, default=1.5)
-    generation.add_argument("--label_guidance_scale", type=float, default=1.5)
+    generation.add_argument("--image_guidance_scale", type=float, default=None, help="Default: the checkpoint's own.")
+    generation.add_argument("--label_guidance_scale", type=float, default=None, help="Default: the checkpoint's own.")
     generation.add_argument("--seed", type=int, default=0, help="Pair i is generated with seed + i.")
     generation.add_argument("--batch_size", type=int, default=1, help="Images per pipeline call (1: exact timing).")
 
@@ -123,7 +116,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if any(steps < 1 for steps in args.steps_sweep):
         parser.error(f"--steps_sweep values must be >= 1, got {args.steps_sweep}")
     for flag in ("image_guidance_scale", "label_guidance_scale"):
-        if not getattr(args, flag) >= 0:
+        if getattr(args, flag) is not None and not getattr(args, flag) >= 0:
             parser.error(f"--{flag} must be >= 0, got {getattr(args, flag)}")
     if "pix2pix" not in args.baselines and (args.pix2pix_checkpoint or args.pix2pix_train_data_dir):
         parser.error("--pix2pix_checkpoint / --pix2pix_train_data_dir need 'pix2pix' in --baselines")
@@ -235,11 +228,6 @@ def build_pairs(dataset: Dataset, spec: ColumnSpec, labels: dict[str, np.ndarray
 
 # ------------------------------------------------------------------------------------------------------ methods
 Predictor = Callable[[list[EvalPair]], list[np.ndarray]]
-
-
-def make_scheduler(name: str, config) -> SchedulerMixin:
-    """A `--scheduler` name -> that scheduler with the checkpoint's noise schedule (betas, prediction type)."""
-    return SCHEDULERS[name].from_config(config)
 
 
 def diffusion_predictor(pipe: FFADiffusionPipeline, args: argparse.Namespace, resolution: int,
@@ -458,6 +446,9 @@ def main(argv: list[str] | None = None) -> dict:
     pipe = FFADiffusionPipeline.from_pretrained(args.model).to(device)
     pipe.set_progress_bar_config(disable=True)
     resolution = check_resolution(args.resolution or pipe.default_resolution, pipe)
+    args.num_inference_steps, args.image_guidance_scale, args.label_guidance_scale = pipe.sampling_settings(
+        args.num_inference_steps, args.image_guidance_scale, args.label_guidance_scale
+    )
 
     splits = load_splits(args.dataset_name, args.dataset_config_name, args.train_data_dir)
     split = choose_split(splits, args.split)

@@ -29,9 +29,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--misregister", action="store_true", help="misalign FFA and source (true affine saved)")
     parser.add_argument("--num_proc", type=int, default=2, help="rendering processes")
     parser.add_argument("--samples_per_shard", type=int, default=1000, help="eyes per parquet shard")
+    parser.add_argument("--scarce_modality", nargs="*", default=[], metavar="NAME=EYES",
+                        help="render this modality for only the first EYES eyes (e.g. oct=60): a modality "
+                        "with few pairs, for the few-shot and alignment experiments")
     parser.add_argument("--output_dir", required=True)
     parser.add_argument("--push_to_hub", metavar="REPO", default=None, help="also upload to this Hub dataset repo")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    try:
+        args.scarce_modality = {name: int(eyes) for name, eyes in (item.split("=") for item in args.scarce_modality)}
+    except ValueError:
+        parser.error(f"--scarce_modality takes NAME=EYES, e.g. oct=60; got {args.scarce_modality}")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -48,6 +56,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         misregister=args.misregister,
         num_proc=args.num_proc,
         samples_per_shard=args.samples_per_shard,
+        scarce_modalities=args.scarce_modality,
     )
     print(f"wrote {output}")
     if args.push_to_hub:

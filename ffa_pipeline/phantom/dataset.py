@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import multiprocessing
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -93,10 +93,21 @@ def write_phantom_dataset(
     misregister: bool = False,
     num_proc: int = 2,
     samples_per_shard: int = 1000,
+    scarce_modalities: Mapping[str, int] | None = None,
     progress: bool = True,
 ) -> Path:
-    """Render ``num_samples`` eyes (diseases cycled evenly) and write them to ``output_dir``; returns it."""
+    """Render ``num_samples`` eyes (diseases cycled evenly) and write them to ``output_dir``; returns it.
+
+    ``scarce_modalities`` (e.g. ``{"oct": 60}``) renders a modality for only the first N eyes, the way
+    real paired data is scarce for some modalities; the other rows are the same pixels as without it.
+    """
     check_settings(num_samples, resolution, diseases, modalities, phases, severity, num_proc, samples_per_shard)
+    scarce_modalities = dict(scarce_modalities or {})
+    if scarce_modalities:
+        check_names("scarce modality", list(scarce_modalities), list(modalities))
+    for name, eyes in scarce_modalities.items():
+        if eyes < 0:
+            raise ValueError(f"scarce modality {name!r} needs a number of eyes >= 0, got {eyes}")
     output = Path(output_dir)
     (output / "data").mkdir(parents=True, exist_ok=True)
     for old in (output / "data").glob("train-*.parquet"):
@@ -104,7 +115,8 @@ def write_phantom_dataset(
     features = phantom_features(phases)
     modalities, phases = tuple(modalities), tuple(phases)
     tasks = [
-        EyeTask(i, seed, diseases[i % len(diseases)], severity, resolution, modalities, phases, misregister)
+        EyeTask(i, seed, diseases[i % len(diseases)], severity, resolution,
+                tuple(m for m in modalities if i < scarce_modalities.get(m, num_samples)), phases, misregister)
         for i in range(num_samples)
     ]
     shards = max(1, math.ceil(num_samples / samples_per_shard))
@@ -137,9 +149,10 @@ def write_phantom_dataset(
         "seed": seed,
         "misregister": misregister,
         "samples_per_shard": samples_per_shard,
+        "scarce_modalities": scarce_modalities,
     }
     save_contact_sheet(output / CARD_FIGURE, diseases=diseases, resolution=min(resolution, 256), seed=seed)
-    write_card(output, features, settings, num_rows=num_samples * len(modalities))
+    write_card(output, features, settings, num_rows=sum(len(task.modalities) for task in tasks))
     return output
 
 

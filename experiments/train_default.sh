@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The default model shipped in assets/ffa-default: the exact commands (CPU, 2 cores; about 2 h in all).
+set -euo pipefail
+P="python train/make_phantom_dataset.py --resolution 256 --phases arterial early mid late"
+# 1. Phantom data: 1500 eyes in CFP and UWF-SLO, OCT for only 60 eyes (a modality with few pairs).
+$P --num_samples 1500 --modalities cfp uwf_slo oct --scarce_modality oct=60 --seed 0 --output_dir data/phantom-train
+# 2. The VAE, from scratch: phantom sources and angiograms + the real FFA of ../shared/data/ffa_real.
+python train/train_vae.py --model_config small --train_data_dir data/phantom-train \
+  --image_column source_image ffa_arterial ffa_early ffa_mid ffa_late \
+  --image_dir ../shared/data/ffa_real/disease_diagnosis ../shared/data/ffa_real/phase_identification/train/arterial_phase \
+  ../shared/data/ffa_real/phase_identification/train/venous_phase \
+  --resolution 256 --crop_size 128 --train_batch_size 8 --learning_rate 4e-4 --lr_scheduler cosine \
+  --lr_warmup_steps 50 --max_train_steps 1200 --validation_fraction 0.01 --checkpointing_steps 400 \
+  --checkpoints_total_limit 1 --output_dir runs/vae
+# 3. The UNet, condition encoder and disease embedding, from scratch, on every phase of every row.
+python train/train_ffa.py --model_config small --pretrained_vae_model_name_or_path runs/vae/vae \
+  --train_data_dir data/phantom-train --target_image_column ffa_arterial,ffa_early,ffa_mid,ffa_late \
+  --phase_column ffa_arterial_seconds,ffa_early_seconds,ffa_mid_seconds,ffa_late_seconds \
+  --eye_id_column eye_id --alignment_loss_weight 0.1 --cache_latents --random_flip --random_rotation 10 \
+  --random_scale 0.1 --use_ema --snr_gamma 5 --train_batch_size 8 --learning_rate 3e-4 \
+  --lr_scheduler constant_with_warmup --lr_warmup_steps 100 --max_train_steps "${MAX_TRAIN_STEPS:-3500}" \
+  --checkpointing_steps 250 --checkpoints_total_limit 2 --output_dir runs/ffa-small

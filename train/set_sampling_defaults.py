@@ -1,0 +1,75 @@
+"""Record a checkpoint's recommended sampling settings (scheduler, steps, guidance) in the checkpoint itself.
+
+    python train/set_sampling_defaults.py --model runs/ffa-small --scheduler unipc --num_inference_steps 8 \\
+        --image_guidance_scale 1.0 --label_guidance_scale 1.5
+
+Pick them from `train/evaluate.py --steps_sweep` (the fastest setting within noise of the best quality). The
+pipeline, the app and the command line use them whenever a caller does not choose; callers still can. The
+folder is rewritten through a temporary copy, so a failure leaves the old checkpoint as it was.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+from ffa_pipeline import FFADiffusionPipeline
+from ffa_pipeline.pipeline_ffa import SCHEDULERS, make_scheduler
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="a pipeline folder written by save_pretrained")
+    parser.add_argument("--like", metavar="MODEL", default=None, help="start from this checkpoint's scheduler and "
+                        "settings (e.g. to compare a model trained from scratch with the default model fairly)")
+    parser.add_argument("--scheduler", choices=list(SCHEDULERS), default=None, help="default: keep the current one")
+    parser.add_argument("--num_inference_steps", type=int, default=None)
+    parser.add_argument("--image_guidance_scale", type=float, default=None)
+    parser.add_argument("--label_guidance_scale", type=float, default=None)
+    args = parser.parse_args(argv)
+    if args.num_inference_steps is not None and args.num_inference_steps < 1:
+        parser.error(f"--num_inference_steps must be >= 1, got {args.num_inference_steps}")
+    for flag in ("image_guidance_scale", "label_guidance_scale"):
+        if getattr(args, flag) is not None and not getattr(args, flag) >= 0:
+            parser.error(f"--{flag} must be >= 0, got {getattr(args, flag)}")
+    for flag in ("model", "like"):
+        folder = getattr(args, flag)
+        if folder is not None and not Path(folder, "model_index.json").is_file():
+            parser.error(f"--{flag} {folder!r} is not a pipeline folder (no model_index.json)")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    model = Path(args.model)
+    pipe = FFADiffusionPipeline.from_pretrained(model)
+    if args.like is not None:
+        reference = FFADiffusionPipeline.from_pretrained(args.like)
+        pipe.scheduler = type(reference.scheduler).from_config(pipe.scheduler.config)
+        pipe.register_to_config(**{key: reference.config[key] for key in (
+            "default_num_inference_steps", "default_image_guidance_scale", "default_label_guidance_scale")})
+    if args.scheduler is not None:
+        pipe.scheduler = make_scheduler(args.scheduler, pipe.scheduler.config)
+    steps, image_guidance, label_guidance = pipe.sampling_settings(
+        args.num_inference_steps, args.image_guidance_scale, args.label_guidance_scale
+    )
+    pipe.register_to_config(default_num_inference_steps=steps, default_image_guidance_scale=image_guidance,
+                            default_label_guidance_scale=label_guidance)
+    staging, previous = model.with_name(model.name + ".tmp"), model.with_name(model.name + ".old")
+    shutil.rmtree(staging, ignore_errors=True)
+    pipe.save_pretrained(staging)
+    for extra in model.iterdir():  # keep what save_pretrained does not write (model card, lora/, logs)
+        if not (staging / extra.name).exists():
+            copy = shutil.copytree if extra.is_dir() else shutil.copy2
+            copy(extra, staging / extra.name)
+    model.rename(previous)
+    staging.rename(model)
+    shutil.rmtree(previous)
+    print(f"{model}: {type(pipe.scheduler).__name__}, {steps} steps, image guidance {image_guidance:g}, "
+          f"label guidance {label_guidance:g}")
+
+
+if __name__ == "__main__":
+    main()
