@@ -1,0 +1,70 @@
+"""Latency of the embedded default model: one 256x256 angiogram from a real colour fundus photo, default settings.
+
+    .venv/bin/python benchmarks/bench_default_latency.py [--repeats 15] [--model assets/ffa-default]
+
+The call is what the Quickstart and the app make: `pipe(photo, modality="cfp", phase=...)` with the checkpoint's
+own scheduler, steps and guidance (`pipe.sampling_settings()`), a PIL photo in (scikit-image's 1411x1411 CC0
+retina, so field-of-view detection and resizing are included) and a PIL angiogram out. Wall time per call after
+`--warmup` untimed calls; median and min are reported, nothing is asserted. Writes
+`benchmarks/results/bench_default_latency.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import PIL.Image
+import torch
+
+from ffa_pipeline import load_default_pipeline
+
+ROOT = Path(__file__).resolve().parent.parent
+PHOTO = ROOT / "assets" / "examples" / "retina_skimage_cc0.png"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None, help="default: the embedded default model")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
+    parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results" / "bench_default_latency.json")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    pipe = load_default_pipeline(args.model)
+    pipe.set_progress_bar_config(disable=True)
+    photo = PIL.Image.open(PHOTO).convert("RGB")
+    phases = ["early", "late"]
+    for index in range(args.warmup):
+        pipe(photo, modality="cfp", phase=phases[index % 2], generator=torch.Generator().manual_seed(index))
+    seconds = []
+    for index in range(args.repeats):
+        start = time.perf_counter()
+        pipe(photo, modality="cfp", phase=phases[index % 2], generator=torch.Generator().manual_seed(index))
+        seconds.append(time.perf_counter() - start)
+    steps, image_guidance, label_guidance = pipe.sampling_settings()
+    result = {
+        "model": str(args.model or "embedded default"), "untrained_fallback": bool(pipe.is_untrained),
+        "input": f"{PHOTO.name} {photo.width}x{photo.height}", "output_px": pipe.default_resolution,
+        "scheduler": type(pipe.scheduler).__name__, "num_inference_steps": steps,
+        "image_guidance_scale": image_guidance, "label_guidance_scale": label_guidance,
+        "unet_branches": pipe._guidance_branches(),  # of the last call, made with the defaults
+        "torch_threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
+        "repeats": args.repeats, "median_s": statistics.median(seconds), "min_s": min(seconds),
+        "max_s": max(seconds),
+    }
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"| model | scheduler | steps | guidance (image / label) | median s | min s |\n|---|---|---|---|---|---|\n"
+          f"| {result['model']} | {result['scheduler']} | {steps} | {image_guidance:g} / {label_guidance:g} | "
+          f"{result['median_s']:.3f} | {result['min_s']:.3f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,111 @@
+"""Does the default model put the vessels, disc and macula of a *real* photo where they are, with FFA's contrast?
+
+    python experiments/real_photo_check.py --output_dir runs/real_photo_check [--model assets/ffa-default]
+
+Inputs: the CC0 colour fundus photo of scikit-image (`assets/examples/retina_skimage_cc0.png`) and, when
+`../shared/data/uwf_slo_ffa` is there, the real ultra-widefield SLO test images (their real angiograms are shown
+beside ours). Every input is framed by the pipeline's own processor, and the checks run in that 256 px frame:
+
+* vessel agreement: AUC of the output's grey level as a detector of the input's vessels (the top 12 % of the
+  input's dark-ridge map inside the field of view; the same metric as `train/evaluate.py`), and the same AUC
+  with the output flipped left-right as a no-correspondence control;
+* FFA contrast: mean output intensity on the input's vessels / on the rest of the field of view (> 1: bright
+  vessels on a dark background; the input photo has < 1);
+* fovea: mean output intensity in a disc of 0.05 x the field's width at the darkest point of the input's
+  centre / mean output in the field of view (< 1: a dark fovea where the input has its macula), and the same
+  with the output flipped left-right (the fovea is off-centre, so a flipped output is not dark there).
+
+Writes `real_photo_check.png` (input | synthetic early | synthetic late | real early | real late) and
+`real_photo_check.json`. This is ours (not a library's): there is no standard check of anatomical faithfulness
+on unpaired real photos.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import PIL.Image
+import torch
+
+from ffa_pipeline import load_default_pipeline
+from ffa_pipeline.metrics import vessel_auc
+from ffa_pipeline.registration import to_gray, vessel_map
+
+ROOT = Path(__file__).resolve().parent.parent
+CFP_EXAMPLE = ROOT / "assets" / "examples" / "retina_skimage_cc0.png"
+UWF_TEST = ROOT.parent / "shared" / "data" / "uwf_slo_ffa" / "test"
+VESSEL_FRACTION = 0.12
+
+
+def inputs() -> list[dict]:
+    cases = [{"name": "skimage retina (CFP)", "path": CFP_EXAMPLE, "modality": "cfp", "real": {}}]
+    for slo in sorted(UWF_TEST.glob("*_slo.png")):
+        eye = slo.name.split("_")[0]
+        cases.append({"name": f"UWF test {eye} (SLO)", "path": slo, "modality": "uwf_slo",
+                      "real": {phase: UWF_TEST / f"{eye}_ffa_{phase}.png" for phase in ("early", "late")}})
+    return cases
+
+
+def anatomy_checks(source: np.ndarray, output: np.ndarray, field: np.ndarray) -> dict[str, float]:
+    """The three checks of the module docstring, for one framed input (HxWx3 float) and output (HxW float)."""
+    ridges = vessel_map(to_gray(source), vessels_dark=True)
+    vessels = (ridges >= np.quantile(ridges[field], 1 - VESSEL_FRACTION)) & field
+    auc = vessel_auc(output, vessels, field)
+    control = vessel_auc(np.ascontiguousarray(output[:, ::-1]), vessels, field)
+    contrast_out = output[vessels].mean() / output[field & ~vessels].mean()
+    grey_in = source.mean(axis=2)
+    contrast_in = grey_in[vessels].mean() / grey_in[field & ~vessels].mean()
+    side = source.shape[0]
+    blurred = cv2.GaussianBlur(grey_in.astype(np.float32), (0, 0), side / 25)
+    centre = np.zeros_like(field)
+    centre[side // 4: 3 * side // 4, side // 4: 3 * side // 4] = True
+    y, x = np.unravel_index(np.where(centre & field, blurred, np.inf).argmin(), blurred.shape)
+    yy, xx = np.mgrid[:side, :side]
+    fovea = (yy - y) ** 2 + (xx - x) ** 2 <= (0.05 * side) ** 2
+    return {"vessel_auc": float(auc), "vessel_auc_flipped_control": float(control),
+            "vessel_contrast_output": float(contrast_out), "vessel_contrast_input": float(contrast_in),
+            "fovea_darkness_output": float(output[fovea].mean() / output[field].mean()),
+            "fovea_darkness_flipped_control": float(output[:, ::-1][fovea].mean() / output[field].mean())}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=None, help="default: the embedded default model")
+    parser.add_argument("--output_dir", type=Path, default=Path("runs/real_photo_check"))
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    pipe = load_default_pipeline(args.model)
+    pipe.set_progress_bar_config(disable=True)
+    processor, resolution = pipe.image_processor, pipe.default_resolution
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    rows, report = [], {}
+    for case in inputs():
+        rgb = processor.to_float_rgb(PIL.Image.open(case["path"]))
+        framing = processor.frame(rgb)
+        source = processor.apply_framing(rgb, framing, resolution)
+        field = source.max(axis=2) > 0.04
+        tiles, report[case["name"]] = [source], {}
+        for phase in ("early", "late"):
+            output = pipe(rgb, modality=case["modality"], phase=phase, output_type="np",
+                          generator=torch.Generator().manual_seed(args.seed)).images[0, ..., 0]
+            report[case["name"]][phase] = anatomy_checks(source, output, field)
+            tiles.append(np.repeat(output[..., None], 3, axis=2))
+        for phase in ("early", "late"):
+            if phase in case["real"]:
+                real = processor.to_float_rgb(PIL.Image.open(case["real"][phase]))
+                tiles.append(processor.apply_framing(real, processor.frame(real), resolution))
+            else:
+                tiles.append(np.zeros_like(source))
+        rows.append(np.concatenate(tiles, axis=1))
+    figure = (np.concatenate(rows, axis=0) * 255).round().astype(np.uint8)
+    PIL.Image.fromarray(figure).save(args.output_dir / "real_photo_check.png")
+    (args.output_dir / "real_photo_check.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
