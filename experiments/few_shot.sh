@@ -29,19 +29,19 @@ for N in ${PAIRS:-4 16 64}; do
   python train/train_ffa.py --pretrained_ffa_model "$MODEL" --train_data_dir data/phantom-oct-pairs \
     --max_train_samples "$N" "${COLUMNS[@]}" "${TRAIN[@]}" --rank 8 --learning_rate 1e-3 \
     --output_dir "$OUT/lora-$N"
-  evaluate "$OUT/lora-$N" "$OUT/lora-$N/eval"
+  evaluate "$OUT/lora-$N" "$OUT/lora-$N/eval" --baselines
   python train/train_ffa.py --model_config small --pretrained_vae_model_name_or_path "$VAE" \
     --train_data_dir data/phantom-oct-pairs --max_train_samples "$N" "${COLUMNS[@]}" "${TRAIN[@]}" \
     --learning_rate 3e-4 --output_dir "$OUT/scratch-$N"
   python train/set_sampling_defaults.py --model "$OUT/scratch-$N" --like "$MODEL"
-  evaluate "$OUT/scratch-$N" "$OUT/scratch-$N/eval"
+  evaluate "$OUT/scratch-$N" "$OUT/scratch-$N/eval" --baselines
 done
 
 for WEIGHT in 0 0.1; do
   python train/train_ffa.py --pretrained_ffa_model "$MODEL" --train_data_dir data/phantom-oct-align \
     --eye_id_column eye_id --alignment_loss_weight "$WEIGHT" "${COLUMNS[@]}" "${TRAIN[@]}" --rank 8 \
     --learning_rate 1e-3 --output_dir "$OUT/align-$WEIGHT"
-  evaluate "$OUT/align-$WEIGHT" "$OUT/align-$WEIGHT/eval"
+  evaluate "$OUT/align-$WEIGHT" "$OUT/align-$WEIGHT/eval" --baselines
 done
 
 python experiments/summarize.py "default model, no fine-tuning=$OUT/default-0/eval" \

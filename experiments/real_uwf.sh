@@ -17,15 +17,17 @@ UWF=../shared/data/uwf_slo_ffa
 evaluate() {  # evaluate MODEL_DIR OUTPUT_DIR [extra flags]
   for DATA in registered as-acquired; do
     python train/evaluate.py --model "$1" --train_data_dir "data/uwf-$DATA" --split test \
-      --output_dir "$2-$DATA" "${@:3}"
+      --target_image_column target_image --phase_column phase --output_dir "$2-$DATA" "${@:3}"
   done
 }
 
-evaluate "$MODEL" "$OUT/uwf-default/eval" --baselines inverted_green
+# baselines: inverted green, and pix2pix trained on the same 8 real pairs with the same steps and batch as the LoRA
+evaluate "$MODEL" "$OUT/uwf-default/eval" --baselines inverted_green pix2pix \
+  --pix2pix_train_data_dir data/uwf-as-acquired --pix2pix_steps "$STEPS" --pix2pix_batch_size 4
 python train/train_ffa.py --pretrained_ffa_model "$MODEL" --train_data_dir data/uwf-as-acquired \
   --cache_latents --random_flip --random_scale 0.05 --train_batch_size 4 --max_train_steps "$STEPS" \
   --checkpointing_steps 100000 --rank 8 --learning_rate 1e-3 --output_dir "$OUT/uwf-lora"
-evaluate "$OUT/uwf-lora" "$OUT/uwf-lora/eval"
+evaluate "$OUT/uwf-lora" "$OUT/uwf-lora/eval" --baselines
 
 for DATA in registered as-acquired; do
   python experiments/summarize.py "default model (phantom only)=$OUT/uwf-default/eval-$DATA" \

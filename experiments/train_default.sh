@@ -18,5 +18,5 @@ python train/train_ffa.py --model_config small --pretrained_vae_model_name_or_pa
   --phase_column ffa_arterial_seconds,ffa_early_seconds,ffa_mid_seconds,ffa_late_seconds \
   --eye_id_column eye_id --alignment_loss_weight 0.1 --cache_latents --random_flip --random_rotation 10 \
   --random_scale 0.1 --use_ema --snr_gamma 5 --train_batch_size 8 --learning_rate 3e-4 \
-  --lr_scheduler constant_with_warmup --lr_warmup_steps 100 --max_train_steps "${MAX_TRAIN_STEPS:-2400}" \
+  --lr_scheduler constant_with_warmup --lr_warmup_steps 100 --max_train_steps "${MAX_TRAIN_STEPS:-2000}" \
   --checkpointing_steps 250 --checkpoints_total_limit 2 --output_dir runs/ffa-small

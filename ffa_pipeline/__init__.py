@@ -45,10 +45,10 @@ def __getattr__(name: str) -> Any:
 
 
 def load_default_pipeline(model_id: str | os.PathLike | None = None, **kwargs) -> FFADiffusionPipeline:
-    """The embedded default model (or `model_id` / `$FFA_MODEL_ID`: a local folder or Hub id).
+    """The embedded default model `assets/ffa-default` (or `model_id` / `$FFA_MODEL_ID`: a local folder or Hub id).
 
-    Until the default model is trained and shipped in `assets/ffa-default`, this returns an *untrained* tiny
-    pipeline (random weights, marked `pipe.is_untrained = True`) so that the app and the Quickstart still run.
+    Where `assets/` is not there (e.g. the package installed without the repository), this returns an *untrained*
+    tiny pipeline (random weights, marked `pipe.is_untrained = True`) so that the app still starts, with a banner.
     """
     from .pipeline_ffa import FFADiffusionPipeline
 

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Steps vs quality, to choose the default sampling settings (README "Evaluation"): 9 held-out rows (3 eyes x 3
+# modalities), early and late phase, three schedulers, 2 to 50 steps, one guidance branch; then the guidance
+# settings at the chosen step count. Run on an otherwise idle machine: it also times each setting.
+set -euo pipefail
+MODEL=${MODEL:-runs/ffa-small}
+OUT=${OUT:-runs/sweep}
+COMMON=(--model "$MODEL" --train_data_dir data/phantom-test --max_samples 9 --target_image_column ffa_early,ffa_late
+        --phase_column ffa_early_seconds,ffa_late_seconds --baselines)
+python train/evaluate.py "${COMMON[@]}" --image_guidance_scale 1 --label_guidance_scale 1 \
+  --steps_sweep 2 4 8 16 32 50 --sweep_schedulers ddim dpm++ unipc --output_dir "$OUT/steps"
+for GUIDANCE in "1 1" "1 1.5" "1 2.5" "1.5 1.5"; do
+  set -- $GUIDANCE
+  python train/evaluate.py "${COMMON[@]}" --scheduler "${SCHEDULER:-unipc}" --num_inference_steps "${STEPS:-8}" \
+    --image_guidance_scale "$1" --label_guidance_scale "$2" --output_dir "$OUT/guidance-$1-$2"
+done
