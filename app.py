@@ -178,6 +178,8 @@ def build_demo(
         if getattr(pipe, "is_untrained", False):
             gr.Markdown(f"**Warning: {ffa.UNTRAINED_WARNING}.** The trained model is not installed yet.",
                         elem_id="untrained-banner")
+        if getattr(pipe, "is_embedded_default", False):
+            gr.Markdown(f"**Note: {ffa.EMBEDDED_DEFAULT_NOTE}.**", elem_id="default-model-note")
         with gr.Row():
             with gr.Column(scale=4):
                 image = _clear_error_for_non_images(

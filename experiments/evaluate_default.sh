@@ -12,4 +12,8 @@ PHASES=(--target_image_column ffa_arterial,ffa_early,ffa_mid,ffa_late
 # 60 rows = 20 eyes x 3 modalities, 4 phases each: 240 pairs.
 python train/evaluate.py --model "$MODEL" --train_data_dir data/phantom-test --max_samples 60 "${PHASES[@]}" \
   --per_modality --baselines inverted_green pix2pix --pix2pix_train_data_dir data/phantom-train \
-  --pix2pix_steps 2400 --pix2pix_batch_size 8 --output_dir "$OUT/main"
+  --pix2pix_steps 2000 --pix2pix_batch_size 8 --output_dir "$OUT/main"
+for BY in modality phase; do
+  python experiments/summarize.py --by "$BY" "default model=$OUT/main" > "$OUT/main_by_$BY.md"
+  cat "$OUT/main_by_$BY.md"
+done

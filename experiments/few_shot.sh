@@ -44,9 +44,11 @@ for WEIGHT in 0 0.1; do
   evaluate "$OUT/align-$WEIGHT" "$OUT/align-$WEIGHT/eval" --baselines
 done
 
-python experiments/summarize.py "default model, no fine-tuning=$OUT/default-0/eval" \
-  $(for N in ${PAIRS:-4 16 64}; do echo "LoRA on default, $N pairs=$OUT/lora-$N/eval" \
-    "from scratch, $N pairs=$OUT/scratch-$N/eval"; done) > "$OUT/few_shot.md"
+RUNS=("default model, no fine-tuning=$OUT/default-0/eval")
+for N in ${PAIRS:-4 16 64}; do
+  RUNS+=("LoRA on default, $N pairs=$OUT/lora-$N/eval" "from scratch, $N pairs=$OUT/scratch-$N/eval")
+done
+python experiments/summarize.py "${RUNS[@]}" > "$OUT/few_shot.md"
 python experiments/summarize.py "LoRA, no alignment loss=$OUT/align-0/eval" \
   "LoRA, alignment loss 0.1=$OUT/align-0.1/eval" > "$OUT/alignment.md"
 cat "$OUT/few_shot.md" "$OUT/alignment.md"

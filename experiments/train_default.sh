@@ -20,3 +20,9 @@ python train/train_ffa.py --model_config small --pretrained_vae_model_name_or_pa
   --random_scale 0.1 --use_ema --snr_gamma 5 --train_batch_size 8 --learning_rate 3e-4 \
   --lr_scheduler constant_with_warmup --lr_warmup_steps 100 --max_train_steps "${MAX_TRAIN_STEPS:-2000}" \
   --checkpointing_steps 250 --checkpoints_total_limit 2 --output_dir runs/ffa-small
+# 4. Sampling defaults from the steps-vs-quality sweep (experiments/sweep.sh): the knee of the curve, under 1 s.
+python train/set_sampling_defaults.py --model runs/ffa-small --scheduler ddim --num_inference_steps 8 \
+  --image_guidance_scale 1 --label_guidance_scale 1
+# 5. Ship the pipeline alone (Hub layout, no checkpoints or logs); the model card assets/ffa-default/README.md is
+#    written by hand from the evaluation (experiments/evaluate_default.sh).
+python -c "from ffa_pipeline import FFADiffusionPipeline as P; P.from_pretrained('runs/ffa-small').save_pretrained('assets/ffa-default')"

@@ -36,6 +36,10 @@ from .vocab import display_label
 SYNTHETIC_MARK = "SYNTHETIC - not for diagnosis"
 SHORT_SYNTHETIC_MARK = "SYNTHETIC"  # for images too narrow for the full mark
 UNTRAINED_WARNING = "untrained demo model: output is random"
+EMBEDDED_DEFAULT_NOTE = (
+    "the embedded default model learnt from a simulated retina only: on real photos its angiogram has FFA's look, "
+    "but its vessels are not yet those of the input (see the README: The default model)"
+)
 MAX_WORKING_SIDE = 1024  # uploads are shrunk to this: the model sees at most 512 px, outputs match the upload
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
 MAX_SEED = 2**32 - 1

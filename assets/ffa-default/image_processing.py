@@ -1,0 +1,356 @@
+"""Turn any retinal image into the model's square input, and the model's output back into the input's framing.
+
+Colour fundus photos are a bright disc on black, often with the top and bottom cut off; OCT en-face
+images and ultra-widefield SLO fill the frame. The model sees a square centred on the field of view,
+so preprocessing finds the disc, cuts (or pads) a square around it and resizes it. `Framing` records
+where that square came from so `postprocess(..., output_size="input")` can put the angiogram back on
+a canvas the size of the input, in the same place.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import PIL.Image
+import torch
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.image_processor import VaeImageProcessor
+
+ACCEPTED_TYPES = "PIL.Image.Image, numpy.ndarray, torch.Tensor, or a file path (str / os.PathLike)"
+ACCEPTED_DTYPES = "uint8, uint16, bool or float in [0, 1]"
+OUTPUT_TYPES = ("pil", "np", "pt")
+
+FOV_WORKING_SIZE = 512  # the field of view is found on a copy this big: plenty for a disc, fast for 40 MP photos
+FOV_MEDIAN_SIZE = 5  # median filter: removes JPEG noise and specks in the black surround, keeps the disc's edge
+FOV_MIN_BRIGHTNESS = 0.04  # darkest level counted as "inside the field of view" (black surrounds sit below this)
+FOV_BRIGHTNESS_FRACTION = 0.1  # ...or this fraction of the bright end of the image, if that is higher
+FOV_MIN_AREA_FRACTION = 0.05  # a smaller bright blob is not a field of view: treat the whole image as one
+FOV_FULL_FRAME_FRACTION = 0.95  # a blob this big is the whole frame (OCT en-face, UWF SLO)
+FLOAT_TOLERANCE = 1e-3  # float inputs may overshoot [0, 1] by rounding error; they are clipped
+
+
+@dataclass(frozen=True)
+class Framing:
+    """Where the model's square came from in the input image, to map outputs back."""
+
+    input_height: int
+    input_width: int
+    box: tuple[int, int, int]  # (x0, y0, side) of the square in input pixels; may extend past the borders (padded)
+    fov_center: tuple[float, float]  # (x, y) of the detected field of view, input pixels (pixel i spans [i, i+1))
+    fov_radius: float
+
+
+class FFAImageProcessor(ConfigMixin):
+    """Validates retinal images, squares them around the field of view and maps model outputs back.
+
+    Inputs (one image or a list; a 4-D tensor/array is a batch):
+      - PIL images in any mode. Transparent images are composited on black; "I;16" is divided by 65535,
+        "I" (32-bit int) must hold 16-bit values and is divided by 65535 too; "F" must be in [0, 1].
+      - numpy arrays HxW or HxWxC (C = 1, 3 or 4; channels last), dtype uint8 (/255), uint16 (/65535),
+        bool, or float in [0, 1]. A 4th channel is alpha and is composited on black.
+      - torch tensors HxW or CxHxW (channels first, C = 1, 3 or 4), uint8 or float in [0, 1]
+        (the diffusers convention for input images; map [-1, 1] tensors with (x + 1) / 2 first).
+      - a file path, opened with PIL (its pixel count is checked before the pixels are decoded).
+    Grey images are replicated to 3 channels. Nothing is ever unpickled.
+    """
+
+    config_name = "preprocessor_config.json"
+
+    @register_to_config
+    def __init__(
+        self,
+        resolution: int = 256,
+        min_size: int = 32,
+        max_pixels: int = 40_000_000,
+        crop_to_field_of_view: bool = True,
+    ):
+        super().__init__()
+        _check_resolution(resolution)
+        if min_size < 1 or max_pixels < min_size * min_size:
+            raise ValueError(f"need 1 <= min_size and min_size**2 <= max_pixels, got {min_size=}, {max_pixels=}")
+
+    def to_float_rgb(self, image) -> np.ndarray:
+        """Any accepted image -> HxWx3 float32 in [0, 1]. All input validation happens here."""
+        if isinstance(image, (str, os.PathLike)):
+            image = self._open(image)
+        if isinstance(image, PIL.Image.Image):
+            self._check_size(image.width, image.height)
+            return self._array_to_float_rgb(_pil_to_array(image))
+        if isinstance(image, torch.Tensor):
+            return self._array_to_float_rgb(_tensor_to_array(image))
+        if isinstance(image, np.ndarray):
+            return self._array_to_float_rgb(image)
+        raise TypeError(f"unsupported image type {type(image).__name__}; expected {ACCEPTED_TYPES}")
+
+    def find_field_of_view(self, rgb: np.ndarray) -> tuple[np.ndarray, tuple[float, float], float]:
+        """Find the bright (possibly clipped) disc of a fundus photo: (bool mask, centre (x, y), radius).
+
+        The disc is the largest bright region of a denoised, downscaled copy. Its circle comes from its
+        extents along the axes that the image border doesn't cut, because photos are often clipped at
+        the top and bottom. Images whose bright region fills (nearly) the frame, or that have none,
+        get the whole image: centre of the image, radius half the longer side.
+        """
+        height, width = rgb.shape[:2]
+        scale = min(1.0, FOV_WORKING_SIZE / max(height, width))
+        small_width, small_height = max(1, round(width * scale)), max(1, round(height * scale))
+        small = cv2.resize(rgb, (small_width, small_height), interpolation=cv2.INTER_AREA)
+        brightness = cv2.medianBlur(small.max(axis=2), FOV_MEDIAN_SIZE)
+        threshold = max(FOV_MIN_BRIGHTNESS, FOV_BRIGHTNESS_FRACTION * float(np.percentile(brightness, 99)))
+        bright = (brightness > threshold).astype(np.uint8)
+        contours, _ = cv2.findContours(bright, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        if not contours:
+            return _whole_image(height, width)
+        disc = np.zeros_like(bright)
+        cv2.drawContours(disc, [max(contours, key=cv2.contourArea)], -1, 255, thickness=cv2.FILLED)
+        area_fraction = np.count_nonzero(disc) / disc.size
+        if not FOV_MIN_AREA_FRACTION <= area_fraction < FOV_FULL_FRAME_FRACTION:
+            return _whole_image(height, width)
+
+        x, y, box_width, box_height = cv2.boundingRect(disc)
+        x_scale, y_scale = width / small_width, height / small_height
+        left, right = x * x_scale, (x + box_width) * x_scale
+        top, bottom = y * y_scale, (y + box_height) * y_scale
+        radius = max(right - left, bottom - top) / 2  # a clipped axis only looks shorter than the diameter
+        touches_left, touches_right = x == 0, x + box_width == small_width
+        touches_top, touches_bottom = y == 0, y + box_height == small_height
+        center_x = _center_on_axis(left, right, radius, touches_left, touches_right)
+        center_y = _center_on_axis(top, bottom, radius, touches_top, touches_bottom)
+        mask = cv2.resize(disc, (width, height), interpolation=cv2.INTER_LINEAR) > 127
+        return mask, (center_x, center_y), radius
+
+    def preprocess(self, images, resolution: int | None = None) -> tuple[torch.Tensor, list[Framing]]:
+        """Images -> ([B, 3, R, R] float32 in [-1, 1], one Framing per image)."""
+        resolution = self.config.resolution if resolution is None else resolution
+        _check_resolution(resolution)
+        squares, framings = [], []
+        for image in _as_list(images):
+            rgb = self.to_float_rgb(image)
+            framing = self.frame(rgb)
+            squares.append(self.apply_framing(rgb, framing, resolution))
+            framings.append(framing)
+        pixels = VaeImageProcessor.numpy_to_pt(np.stack(squares))
+        return VaeImageProcessor.normalize(pixels), framings
+
+    def apply_framing(self, image: np.ndarray, framing: Framing, resolution: int) -> np.ndarray:
+        """Cut `framing`'s square out of an HxWxC float image (black outside it) and resize it to the resolution.
+
+        Used on the source image itself, and by the trainer on the target registered to that source, so a
+        training pair is cropped exactly as the pipeline will crop the source at inference.
+        """
+        x0, y0, side = framing.box
+        square = np.zeros((side, side, image.shape[2]), dtype=np.float32)
+        _paste(image, onto=square, x=-x0, y=-y0)
+        return _resize(square, resolution, resolution)
+
+    def postprocess(
+        self,
+        images: torch.Tensor,
+        output_type: str = "pil",
+        framings: list[Framing] | None = None,
+        output_size: str | tuple[int, int] | None = None,
+    ):
+        """Model output [B, C, R, R] in [-1, 1] (C = 1 grey angiogram, or 3) -> images in [0, 1].
+
+        output_size: None keeps R x R; "input" puts each image back at its input's size and framing
+        (black outside the square); (height, width) resizes to that.
+        Returns a list of PIL images ("L" or "RGB") for "pil"; for "np" an array [B, H, W, C], for "pt"
+        a tensor [B, C, H, W], or a list of per-image arrays / tensors when the sizes differ.
+        """
+        if not isinstance(images, torch.Tensor):
+            raise TypeError(f"postprocess expects a torch.Tensor [B, C, H, W], got {type(images).__name__}")
+        if images.ndim != 4 or images.shape[1] not in (1, 3):
+            raise ValueError(f"postprocess expects a tensor [B, C, H, W] with C = 1 or 3, got {tuple(images.shape)}")
+        if output_type not in OUTPUT_TYPES:
+            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
+        outputs = list(VaeImageProcessor.pt_to_numpy(VaeImageProcessor.denormalize(images.detach())))
+
+        if output_size == "input":
+            if framings is None or len(framings) != len(outputs):
+                count = None if framings is None else len(framings)
+                raise ValueError(f'output_size="input" needs the {len(outputs)} framings from preprocess, got {count}')
+            outputs = [_unframe(output, framing) for output, framing in zip(outputs, framings)]
+        elif output_size is not None:
+            if not (
+                isinstance(output_size, (tuple, list))
+                and len(output_size) == 2
+                and all(isinstance(side, int) and side > 0 for side in output_size)
+            ):
+                raise ValueError(f'output_size must be None, "input" or (height, width), got {output_size!r}')
+            outputs = [_resize(output, *output_size) for output in outputs]
+
+        if output_type == "pil":
+            return [VaeImageProcessor.numpy_to_pil(output)[0] for output in outputs]
+        if output_type == "pt":
+            outputs = [torch.from_numpy(output).permute(2, 0, 1) for output in outputs]
+        same_size = len({output.shape for output in outputs}) == 1
+        if not same_size:
+            return outputs
+        return np.stack(outputs) if output_type == "np" else torch.stack(outputs)
+
+    def _open(self, path: str | os.PathLike) -> PIL.Image.Image:
+        """Open an image file, refusing oversized ones before their pixels are decoded."""
+        try:
+            with PIL.Image.open(path) as image:
+                self._check_size(image.width, image.height)
+                image.load()
+                return image
+        except PIL.Image.DecompressionBombError as error:
+            raise ValueError(f"{os.fspath(path)!r} is refused by PIL as a decompression bomb: {error}") from error
+
+    def _check_size(self, width: int, height: int) -> None:
+        min_size, max_pixels = self.config.min_size, self.config.max_pixels
+        if min(width, height) < min_size:
+            raise ValueError(f"image is {width} x {height} pixels (width x height); both sides must be >= {min_size=}")
+        if width * height > max_pixels:
+            raise ValueError(
+                f"image is {width} x {height} = {width * height:,} pixels, over the limit {max_pixels=:,} "
+                "(a guard against decompression bombs); downscale it or raise max_pixels"
+            )
+
+    def _array_to_float_rgb(self, array: np.ndarray) -> np.ndarray:
+        """HxW / HxWxC array of an accepted dtype -> HxWx3 float32 in [0, 1]; transparency becomes black."""
+        if not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (1, 3, 4))):
+            raise ValueError(
+                f"array images must be HxW or HxWxC with C = 1, 3 or 4 (channels last), got shape {array.shape}; "
+                "transpose channels-first arrays with array.transpose(1, 2, 0)"
+            )
+        self._check_size(array.shape[1], array.shape[0])
+        image = _to_unit_float(array)
+        if image.ndim == 2:
+            image = image[..., None]
+        if image.shape[2] == 4:
+            image = image[..., :3] * image[..., 3:]
+        if image.shape[2] == 1:
+            image = np.repeat(image, 3, axis=2)
+        return np.ascontiguousarray(image)
+
+    def frame(self, rgb: np.ndarray) -> Framing:
+        """The square (side ~ the field of view's diameter) centred on the field of view."""
+        height, width = rgb.shape[:2]
+        if self.config.crop_to_field_of_view:
+            _, center, radius = self.find_field_of_view(rgb)
+        else:
+            center, radius = (width / 2, height / 2), max(height, width) / 2
+        side = max(1, round(2 * radius))
+        box = (round(center[0] - side / 2), round(center[1] - side / 2), side)
+        center = (float(center[0]), float(center[1]))
+        return Framing(input_height=height, input_width=width, box=box, fov_center=center, fov_radius=float(radius))
+
+
+def _check_resolution(resolution: int) -> None:
+    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 1:
+        raise ValueError(f"resolution must be a positive int, got {resolution!r}")
+
+
+def _as_list(images) -> list:
+    """One image, a list/tuple of images, or a 4-D batch tensor/array -> a non-empty list of images."""
+    if isinstance(images, (torch.Tensor, np.ndarray)) and images.ndim == 4:
+        images = list(images)
+    elif not isinstance(images, (list, tuple)):
+        images = [images]
+    if len(images) == 0:
+        raise TypeError(f"got an empty {type(images).__name__}; expected at least one image: {ACCEPTED_TYPES}")
+    return list(images)
+
+
+def _pil_to_array(image: PIL.Image.Image) -> np.ndarray:
+    """PIL image -> numpy array, keeping 16-bit and float precision and the alpha channel."""
+    if image.mode.startswith("I;16") or image.mode == "F":
+        return np.asarray(image)
+    if image.mode == "I":
+        values = np.asarray(image)
+        if values.min() < 0 or values.max() > 65535:
+            raise ValueError(
+                f'PIL mode "I" images must hold 16-bit values 0..65535, got min {values.min()}, max {values.max()}'
+            )
+        return values.astype(np.uint16)
+    if image.has_transparency_data:
+        return np.asarray(image.convert("RGBA"))
+    return np.asarray(image.convert("RGB"))
+
+
+def _tensor_to_array(tensor: torch.Tensor) -> np.ndarray:
+    """HxW or CxHxW tensor -> HxW or HxWxC numpy array of the same kind of dtype."""
+    if not (tensor.ndim == 2 or (tensor.ndim == 3 and tensor.shape[0] in (1, 3, 4))):
+        raise ValueError(
+            f"tensor images must be HxW or CxHxW with C = 1, 3 or 4 (channels first), got shape {tuple(tensor.shape)}"
+        )
+    tensor = tensor.detach().cpu()
+    if tensor.is_floating_point():
+        tensor = tensor.float()
+    if tensor.ndim == 3:
+        tensor = tensor.permute(1, 2, 0)
+    return tensor.numpy()
+
+
+def _to_unit_float(array: np.ndarray) -> np.ndarray:
+    """uint8 / uint16 / bool / float array -> float32 in [0, 1], refusing NaN, Inf and out-of-range floats."""
+    kind, itemsize = array.dtype.kind, array.dtype.itemsize
+    if kind == "b":
+        return array.astype(np.float32)
+    if kind == "u" and itemsize in (1, 2):
+        return array.astype(np.float32) / (255 if itemsize == 1 else 65535)
+    if kind != "f":
+        raise TypeError(f"unsupported image dtype {array.dtype}; expected {ACCEPTED_DTYPES}")
+    image = array.astype(np.float32)
+    finite = np.isfinite(image)
+    if not finite.all():
+        nan_count = int(np.isnan(image).sum())
+        raise ValueError(
+            f"image contains {nan_count} NaN and {image.size - int(finite.sum()) - nan_count} infinite values; "
+            "expected finite floats in [0, 1]"
+        )
+    low, high = float(image.min()), float(image.max())
+    if low < -FLOAT_TOLERANCE or high > 1 + FLOAT_TOLERANCE:
+        raise ValueError(
+            f"float image values must lie in [0, 1], got min {low:.4g}, max {high:.4g}; "
+            "map [-1, 1] images with (image + 1) / 2 and 0..255 images with image / 255"
+        )
+    return np.clip(image, 0.0, 1.0)
+
+
+def _whole_image(height: int, width: int) -> tuple[np.ndarray, tuple[float, float], float]:
+    """The field of view of a full-frame image: all of it, in a circle around the longer side."""
+    return np.ones((height, width), dtype=bool), (width / 2, height / 2), max(height, width) / 2
+
+
+def _center_on_axis(start: float, end: float, radius: float, touches_start: bool, touches_end: bool) -> float:
+    """Centre of a disc along one axis from its visible extent [start, end).
+
+    A border cut on one side is moved out to the full diameter; a cut on both sides is taken as symmetric,
+    as cameras frame the disc.
+    """
+    if touches_start and not touches_end:
+        return end - radius
+    if touches_end and not touches_start:
+        return start + radius
+    return (start + end) / 2
+
+
+def _resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """HxWxC float resize: area averaging to shrink (no aliasing), bicubic to grow (clipped, it overshoots)."""
+    if image.shape[:2] == (height, width):
+        return image
+    shrinking = height * width < image.shape[0] * image.shape[1]
+    resized = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC)
+    return np.clip(resized.reshape(height, width, image.shape[2]), 0.0, 1.0)
+
+
+def _paste(image: np.ndarray, onto: np.ndarray, x: int, y: int) -> None:
+    """Copy `image` into `onto` with its top-left corner at (x, y), dropping whatever falls outside."""
+    height, width = image.shape[:2]
+    left, top = max(x, 0), max(y, 0)
+    right, bottom = min(x + width, onto.shape[1]), min(y + height, onto.shape[0])
+    if left < right and top < bottom:
+        onto[top:bottom, left:right] = image[top - y : bottom - y, left - x : right - x]
+
+
+def _unframe(square: np.ndarray, framing: Framing) -> np.ndarray:
+    """Invert the crop/pad + resize: the square goes back to its box on a black canvas of the input's size."""
+    x0, y0, side = framing.box
+    canvas = np.zeros((framing.input_height, framing.input_width, square.shape[2]), dtype=np.float32)
+    _paste(_resize(square, side, side), onto=canvas, x=x0, y=y0)
+    return canvas
