@@ -3,9 +3,10 @@
     .venv/bin/python benchmarks/bench_default_latency.py [--repeats 15] [--model assets/ffa-default]
 
 The call is what the Quickstart and the app make: `pipe(photo, modality="cfp", phase=...)` with the checkpoint's
-own scheduler, steps and guidance (`pipe.sampling_settings()`), a PIL photo in (scikit-image's 1411x1411 CC0
-retina, so field-of-view detection and resizing are included) and a PIL angiogram out. Wall time per call after
-`--warmup` untimed calls; median and min are reported, nothing is asserted. Writes
+own scheduler, steps and guidance (`pipe.sampling_settings()`), a PIL photo in (the 512x512 copy of
+scikit-image's CC0 retina in assets/examples, so field-of-view detection and resizing are included) and a PIL
+angiogram out. Wall time per call after `--warmup` untimed calls; median and min are reported, nothing is
+asserted. Writes
 `benchmarks/results/bench_default_latency.json`.
 """
 
