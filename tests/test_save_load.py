@@ -60,6 +60,13 @@ def test_round_trip_with_the_package(tiny_pipe, saved):
     np.testing.assert_allclose(actual, expected, atol=1e-5)
 
 
+def test_loaded_pipeline_knows_where_it_came_from_but_does_not_save_it(saved, tmp_path):
+    loaded = FFADiffusionPipeline.from_pretrained(saved)
+    assert loaded.name_or_path == str(saved)  # the app's provenance names the model
+    loaded.save_pretrained(tmp_path / "again")
+    assert "_name_or_path" not in json.loads((tmp_path / "again" / "model_index.json").read_text())
+
+
 def test_dtype_and_device(saved):
     loaded = FFADiffusionPipeline.from_pretrained(saved, dtype=torch.bfloat16).to("cpu")
     loaded.set_progress_bar_config(disable=True)
