@@ -135,12 +135,14 @@ class PairedFFADataset(torch.utils.data.Dataset):
 
     Sources are cropped around their field of view exactly as the pipeline does; the target (registered to the
     source) gets the same crop. Augmentation (flip, small rotation, scale) is applied identically to source,
-    target and partner so that they stay aligned.
+    target and partner so that they stay aligned. `color_jitter` changes the look of the inputs only (source and
+    partner: per-channel gain, gamma, contrast, blur, noise), so that a model trained on one rendering (the phantom)
+    learns the anatomy rather than the rendering.
     """
 
     def __init__(self, dataset: Dataset, spec: ColumnSpec, labels: dict[str, np.ndarray], resolution: int,
                  seed: int = 0, random_flip: bool = False, random_rotation: float = 0.0,
-                 random_scale: float = 0.0):
+                 random_scale: float = 0.0, color_jitter: float = 0.0):
         image_columns = {spec.source, *spec.targets}
         for column in image_columns:
             if isinstance(dataset.features[column], ImageFeature):
@@ -148,6 +150,7 @@ class PairedFFADataset(torch.utils.data.Dataset):
         self.dataset, self.spec, self.labels = dataset, spec, labels
         self.resolution, self.seed, self.epoch = resolution, seed, 0
         self.random_flip, self.random_rotation, self.random_scale = random_flip, random_rotation, random_scale
+        self.color_jitter = color_jitter
         self.processor = FFAImageProcessor(resolution=resolution, min_size=8)
         self.partners = self._find_partners() if spec.eye_id else [[] for _ in range(len(dataset))]
 
@@ -182,11 +185,27 @@ class PairedFFADataset(torch.utils.data.Dataset):
             matrix = np.array([[-1, 0, size], [0, 1, 0]]) @ np.vstack([matrix, [0, 0, 1]])
         return matrix
 
-    def _square(self, image: np.ndarray, framing, matrix: np.ndarray | None) -> torch.Tensor:
+    def _square(self, image: np.ndarray, framing, matrix: np.ndarray | None,
+                jitter: np.random.Generator | None = None) -> torch.Tensor:
         square = self.processor.apply_framing(image, framing, self.resolution)
         if matrix is not None:
             square = cv2.warpAffine(square, matrix, (self.resolution, self.resolution), flags=cv2.INTER_LINEAR)
+        if jitter is not None and self.color_jitter > 0:
+            square = self._jitter_colors(square, jitter)
         return torch.from_numpy(square).permute(2, 0, 1) * 2 - 1
+
+    def _jitter_colors(self, square: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """A random photometric look for an input image in [0, 1] (ours: no library draws these for numpy)."""
+        strength, field = self.color_jitter, square.max(axis=2, keepdims=True) > 0.02
+        image = square ** np.exp(rng.uniform(-strength, strength))
+        image = image * (1 + rng.uniform(-strength, strength, size=3)).astype(np.float32)
+        mean = image[field[..., 0]].mean(axis=0) if field.any() else image.mean(axis=(0, 1))
+        image = mean + (image - mean) * (1 + rng.uniform(-strength, strength))
+        sigma = rng.uniform(0, 1.5 * strength)
+        if sigma > 0.3:
+            image = cv2.GaussianBlur(image.astype(np.float32), (0, 0), sigma)
+        image = image + rng.normal(0, rng.uniform(0, 0.03 * strength), size=image.shape)
+        return np.where(field, np.clip(image, 0, 1), 0).astype(np.float32)
 
     def available_targets(self, row: int) -> list[int]:
         """Indices of the target columns that this row has (a phase given)."""
@@ -206,7 +225,7 @@ class PairedFFADataset(torch.utils.data.Dataset):
         framing = self.processor.frame(source)
         matrix = self._augmentation(rng)
         item = {
-            "source": self._square(source, framing, matrix),
+            "source": self._square(source, framing, matrix, rng),
             "target": self._square(target, framing, matrix).mean(dim=0, keepdim=True).expand(3, -1, -1),
             "modality": int(self.labels["modality"][row]),
             "disease": int(self.labels["disease"][row]),
@@ -218,6 +237,6 @@ class PairedFFADataset(torch.utils.data.Dataset):
         if self.partners[row]:
             other = int(rng.choice(self.partners[row]))
             partner = self._pixels(other, self.spec.source)
-            item.update(partner=self._square(partner, self.processor.frame(partner), matrix),
+            item.update(partner=self._square(partner, self.processor.frame(partner), matrix, rng),
                         partner_modality=int(self.labels["modality"][other]), has_partner=True)
         return item

@@ -182,3 +182,26 @@ def test_vae_decoder_finetune_reports_metrics(phantom_dir, tmp_path):
     start, tuned = AutoencoderKL.from_pretrained(vae_dir), AutoencoderKL.from_pretrained(tmp_path / "out" / "vae")
     torch.testing.assert_close(start.encoder.state_dict(), tuned.encoder.state_dict())
     assert not torch.equal(start.decoder.conv_out.weight, tuned.decoder.conv_out.weight)
+
+
+def test_color_jitter_changes_the_inputs_only(phantom_dir):
+    from ffa_pipeline.data import ColumnSpec, PairedFFADataset, resolve_labels
+    from ffa_pipeline.vocab import DISEASES, MODALITIES, PHASES
+
+    train = load_dataset(str(phantom_dir))["train"]
+    spec = ColumnSpec.from_flags("source_image", "ffa_early", "ffa_early_seconds", "modality", "disease", None)
+    labels = resolve_labels(train, spec, list(MODALITIES), list(DISEASES), dict(PHASES))
+    plain, jittered = (PairedFFADataset(train, spec, labels, resolution=32, color_jitter=strength)
+                       for strength in (0.0, 0.5))
+    before, after, again = plain[0], jittered[0], jittered[0]
+    assert torch.equal(before["target"], after["target"])
+    assert not torch.allclose(before["source"], after["source"], atol=0.02)
+    assert torch.equal(after["source"], again["source"])  # drawn from the row's seed: reproducible
+    outside = before["source"].max(dim=0).values <= -0.96  # the black surround of the field of view stays black
+    assert outside.any() and (after["source"][:, outside] == -1).all()
+
+
+def test_bad_color_jitter_names_the_value(phantom_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        train_ffa.parse_args(["--model_config", "tiny", *phantom_args(phantom_dir, tmp_path), "--color_jitter", "2"])
+    assert "--color_jitter must be in [0, 1], got 2.0" in capsys.readouterr().err

@@ -79,6 +79,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     data.add_argument("--random_flip", action="store_true")
     data.add_argument("--random_rotation", type=float, default=0.0, help="Max degrees, same for source and target.")
     data.add_argument("--random_scale", type=float, default=0.0, help="Max zoom-in fraction, e.g. 0.1.")
+    data.add_argument("--color_jitter", type=float, default=0.0, help="Strength (e.g. 0.3) of random gain, gamma, "
+                      "contrast, blur and noise on the source images only: learn anatomy, not one rendering.")
     data.add_argument("--cache_latents", action="store_true",
                       help="Encode every pair once with the frozen VAE (augmentation is then drawn once).")
     data.add_argument("--dataloader_num_workers", type=int, default=0)
@@ -138,6 +140,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.train_full_unet = True
     if not 0 <= args.conditioning_dropout_prob <= 1 / 3:
         parser.error(f"--conditioning_dropout_prob must be in [0, 1/3], got {args.conditioning_dropout_prob}")
+    if not 0 <= args.color_jitter <= 1:
+        parser.error(f"--color_jitter must be in [0, 1], got {args.color_jitter}")
     for flag in ("train_batch_size", "gradient_accumulation_steps", "checkpointing_steps", "rank"):
         if getattr(args, flag) < 1:
             parser.error(f"--{flag} must be >= 1, got {getattr(args, flag)}")
@@ -174,7 +178,8 @@ def load_data(args: argparse.Namespace, pipe: FFADiffusionPipeline, resolution: 
     check_columns(dataset, spec)
     labels = resolve_labels(dataset, spec, pipe.modalities, pipe.diseases, pipe.phases, args.modality)
     return PairedFFADataset(dataset, spec, labels, resolution, seed=args.seed, random_flip=args.random_flip,
-                            random_rotation=args.random_rotation, random_scale=args.random_scale)
+                            random_rotation=args.random_rotation, random_scale=args.random_scale,
+                            color_jitter=args.color_jitter)
 
 
 def encode(vae, pixels: torch.Tensor, sample: bool, generator: torch.Generator | None = None) -> torch.Tensor:
