@@ -496,6 +496,7 @@ class FFADiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         index_path = save_directory / "model_index.json"
         index = json.loads(index_path.read_text())
         index["_class_name"] = ["pipeline", type(self).__name__]
+        index.pop("_name_or_path", None)  # where it was loaded from is not part of the checkpoint
         _copy_module_with_imports(inspect.getsourcefile(type(self)), save_directory, PIPELINE_FILE_NAME)
         for name in CUSTOM_COMPONENTS:
             module_file = inspect.getsourcefile(type(getattr(self, name)))
@@ -553,7 +554,9 @@ class FFADiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
                 raise TypeError(f"Unexpected keyword arguments for from_pretrained: {unknown}")
         config = {k: index[k] for k in PIPELINE_SETTINGS if k in index}
         config.update(kwargs)
-        return cls(**components, **config)
+        pipe = cls(**components, **config)
+        pipe.register_to_config(_name_or_path=str(pretrained_model_name_or_path))  # as diffusers: `pipe.name_or_path`
+        return pipe
 
     @classmethod
     def from_stable_diffusion(
