@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Does photometric domain randomisation make the default model follow real photos? (README "The default model")
+# A 600-step fine-tune of the default model with --color_jitter 0.5, then the real-photo check. About 25 min on 2 cores.
+# Result (2026-11-24): no; the real-photo figures stay at the default model's.
+set -euo pipefail
+MODEL=${MODEL:-assets/ffa-default}
+OUT=${OUT:-runs/ffa-jitter}
+python train/train_ffa.py --pretrained_ffa_model "$MODEL" --train_full_unet --train_data_dir data/phantom-train \
+  --max_train_samples 900 --target_image_column ffa_arterial,ffa_early,ffa_mid,ffa_late \
+  --phase_column ffa_arterial_seconds,ffa_early_seconds,ffa_mid_seconds,ffa_late_seconds \
+  --eye_id_column eye_id --alignment_loss_weight 0.1 --cache_latents --random_flip --random_rotation 10 \
+  --random_scale 0.1 --color_jitter 0.5 --use_ema --snr_gamma 5 --train_batch_size 8 --learning_rate 1e-4 \
+  --lr_scheduler constant_with_warmup --lr_warmup_steps 50 --max_train_steps 600 --checkpointing_steps 300 \
+  --checkpoints_total_limit 1 --output_dir "$OUT"
+python experiments/real_photo_check.py --model "$OUT" --output_dir "$OUT/real_photo_check"
