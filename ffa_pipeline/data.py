@@ -26,7 +26,7 @@ import torch
 from datasets import Dataset
 from datasets import Image as ImageFeature
 
-from .image_processing import FFAImageProcessor
+from .image_processing import FFAImageProcessor, check_input_representation, to_input_representation
 
 
 @dataclass
@@ -137,12 +137,14 @@ class PairedFFADataset(torch.utils.data.Dataset):
     source) gets the same crop. Augmentation (flip, small rotation, scale) is applied identically to source,
     target and partner so that they stay aligned. `color_jitter` changes the look of the inputs only (source and
     partner: per-channel gain, gamma, contrast, blur, noise), so that a model trained on one rendering (the phantom)
-    learns the anatomy rather than the rendering.
+    learns the anatomy rather than the rendering. The inputs are then turned into the condition encoder's
+    `input_representation` (after augmentation, exactly as the pipeline does after framing).
     """
 
     def __init__(self, dataset: Dataset, spec: ColumnSpec, labels: dict[str, np.ndarray], resolution: int,
                  seed: int = 0, random_flip: bool = False, random_rotation: float = 0.0,
-                 random_scale: float = 0.0, color_jitter: float = 0.0):
+                 random_scale: float = 0.0, color_jitter: float = 0.0, input_representation: str = "rgb"):
+        check_input_representation(input_representation)
         image_columns = {spec.source, *spec.targets}
         for column in image_columns:
             if isinstance(dataset.features[column], ImageFeature):
@@ -150,7 +152,7 @@ class PairedFFADataset(torch.utils.data.Dataset):
         self.dataset, self.spec, self.labels = dataset, spec, labels
         self.resolution, self.seed, self.epoch = resolution, seed, 0
         self.random_flip, self.random_rotation, self.random_scale = random_flip, random_rotation, random_scale
-        self.color_jitter = color_jitter
+        self.color_jitter, self.input_representation = color_jitter, input_representation
         self.processor = FFAImageProcessor(resolution=resolution, min_size=8)
         self.partners = self._find_partners() if spec.eye_id else [[] for _ in range(len(dataset))]
 
@@ -186,12 +188,15 @@ class PairedFFADataset(torch.utils.data.Dataset):
         return matrix
 
     def _square(self, image: np.ndarray, framing, matrix: np.ndarray | None,
-                jitter: np.random.Generator | None = None) -> torch.Tensor:
+                input_rng: np.random.Generator | None = None) -> torch.Tensor:
+        """Frame and augment an image; with `input_rng` it is a model input (jittered, then represented)."""
         square = self.processor.apply_framing(image, framing, self.resolution)
         if matrix is not None:
             square = cv2.warpAffine(square, matrix, (self.resolution, self.resolution), flags=cv2.INTER_LINEAR)
-        if jitter is not None and self.color_jitter > 0:
-            square = self._jitter_colors(square, jitter)
+        if input_rng is not None:
+            if self.color_jitter > 0:
+                square = self._jitter_colors(square, input_rng)
+            square = to_input_representation(square, self.input_representation)
         return torch.from_numpy(square).permute(2, 0, 1) * 2 - 1
 
     def _jitter_colors(self, square: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -36,7 +36,8 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from skimage.filters import sato
+
+from .image_processing import to_gray, vessel_map
 
 REGISTRATION_MODELS = ("affine", "homography")
 RANSAC_THRESHOLD_PX = 3.0
@@ -65,42 +66,6 @@ class RegistrationResult:
     ok: bool
     reason: str
     num_inliers: int = 0
-
-
-def to_gray(image: np.ndarray) -> np.ndarray:
-    """uint8 grey where vessels have contrast: the green channel of a colour image (RGB order), else luminance."""
-    image = np.asarray(image)
-    if image.dtype != np.uint8:
-        image = np.clip(image * (255.0 if image.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
-    if image.ndim == 2:
-        return image
-    if image.shape[2] == 4:
-        image = image[..., :3]
-    if is_grey(image):
-        return image[..., 0]
-    return image[..., 1]
-
-
-def is_grey(image: np.ndarray, tolerance: float = 4.0) -> bool:
-    """True when an RGB image is grey content (R~G~B), as FFA stored in RGB is."""
-    if image.ndim == 2 or image.shape[2] == 1:
-        return True
-    channels = image[..., :3].astype(np.int16)
-    return float(np.abs(channels[..., 0] - channels[..., 1]).mean()) <= tolerance and float(
-        np.abs(channels[..., 1] - channels[..., 2]).mean()
-    ) <= tolerance
-
-
-def vessel_map(gray: np.ndarray, vessels_dark: bool, sigmas: tuple[float, ...] = (1.5, 3.0)) -> np.ndarray:
-    """float32 map in [0, 1] where vessels are bright, whatever their polarity in ``gray``.
-
-    CLAHE evens out illumination; the Sato ridge filter keeps elongated structures (vessels) and weakens blobs and
-    edges; clipping at the 99th percentile keeps a few very strong ridges (eyelids, laser scars) from dominating.
-    """
-    equalised = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(gray).astype(np.float32) / 255.0
-    ridges = sato(equalised, sigmas=list(sigmas), black_ridges=vessels_dark).astype(np.float32)
-    scale = float(np.percentile(ridges, 99)) + 1e-6
-    return np.clip(ridges / scale, 0.0, 1.0)
 
 
 def warp_to(target: np.ndarray, matrix: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

@@ -4,7 +4,7 @@ import torch
 from PIL import Image
 from skimage.data import retina
 
-from ffa_pipeline.image_processing import FFAImageProcessor, Framing
+from ffa_pipeline.image_processing import FFAImageProcessor, Framing, to_input_representation
 
 RESOLUTION = 128
 
@@ -246,3 +246,22 @@ def test_config_round_trip(tmp_path):
     loaded = FFAImageProcessor.from_config(FFAImageProcessor.load_config(tmp_path))
     assert loaded.config.resolution == 512 and loaded.config.max_pixels == 1_000_000
     assert not loaded.config.crop_to_field_of_view
+
+
+def test_grey_ridges_input_is_the_same_for_dark_and_bright_vessel_renderings():
+    """A dark vessel on a photo and a bright one on an OCT en-face land in the two ridge channels; rgb is identity."""
+    square = disc_image(96, 96, (48, 48), 44)
+    dark, bright = square.copy(), np.full((96, 96, 3), 0.2, np.float32)
+    dark[:, 46:49] *= 0.4
+    bright[:, 46:49] = 0.8
+    assert np.array_equal(to_input_representation(dark, "rgb"), dark)
+    for image, channel in ((dark, 1), (bright, 2)):
+        represented = to_input_representation(image, "grey_ridges")
+        assert represented.shape == (96, 96, 3) and represented.dtype == np.float32
+        assert 0 <= represented.min() and represented.max() <= 1
+        ridge = represented[..., channel]
+        assert ridge[30:66, 46:49].mean() > 0.5 > 5 * ridge[30:66, 20:30].mean()
+    represented = to_input_representation(dark, "grey_ridges")
+    assert represented[2, 2, 1:].max() == 0  # nothing but black outside the field of view
+    with pytest.raises(ValueError, match=r"'hsv'.*\['rgb', 'grey_ridges'\]"):
+        to_input_representation(dark, "hsv")

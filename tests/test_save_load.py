@@ -149,3 +149,23 @@ def test_recommended_sampling_settings_travel_with_the_checkpoint(saved, tmp_pat
     assert type(copied.scheduler).__name__ == "UniPCMultistepScheduler" and copied.sampling_settings() == (3, 1.5, 1.0)
     with pytest.raises(SystemExit):
         script.parse_args(["--model", str(tmp_path / "nowhere")])
+
+
+def test_input_representation_travels_with_the_checkpoint(tmp_path):
+    from ffa_pipeline.model_config import build_pipeline, load_model_config
+
+    config = load_model_config("tiny")
+    config["condition_encoder"] = {**config["condition_encoder"], "input_representation": "grey_ridges"}
+    ridges, rgb = build_pipeline(config, seed=0), build_pipeline("tiny", seed=0)
+    ridges.save_pretrained(tmp_path / "ridges")
+    loaded = FFADiffusionPipeline.from_pretrained(tmp_path / "ridges")
+    assert loaded.input_representation == "grey_ridges" and rgb.input_representation == "rgb"
+    outputs = []
+    for pipe in (ridges, loaded, rgb):
+        pipe.set_progress_bar_config(disable=True)
+        outputs.append(pipe(reference_image(), generator=seeded(1), **CALL).images)
+    np.testing.assert_allclose(outputs[1], outputs[0], atol=1e-5)
+    assert np.abs(outputs[2] - outputs[0]).max() > 1e-3  # the same weights see another input
+    config["condition_encoder"]["input_representation"] = "hsv"
+    with pytest.raises(ValueError, match=r"'hsv'.*\['rgb', 'grey_ridges'\]"):
+        build_pipeline(config)

@@ -205,3 +205,20 @@ def test_bad_color_jitter_names_the_value(phantom_dir, tmp_path, capsys):
     with pytest.raises(SystemExit):
         train_ffa.parse_args(["--model_config", "tiny", *phantom_args(phantom_dir, tmp_path), "--color_jitter", "2"])
     assert "--color_jitter must be in [0, 1], got 2.0" in capsys.readouterr().err
+
+
+def test_input_representation_flag_is_recorded_and_used(phantom_dir, tmp_path):
+    train_ffa.main(["--model_config", "tiny", *phantom_args(phantom_dir, tmp_path, "--max_train_steps", "2",
+                                                             "--input_representation", "grey_ridges")])
+    config = json.loads((tmp_path / "condition_encoder" / "config.json").read_text())
+    assert config["input_representation"] == "grey_ridges"
+    assert FFADiffusionPipeline.from_pretrained(tmp_path).input_representation == "grey_ridges"
+    from ffa_pipeline.data import ColumnSpec, PairedFFADataset, resolve_labels
+    from ffa_pipeline.vocab import DISEASES, MODALITIES, PHASES
+
+    train = load_dataset(str(phantom_dir))["train"]
+    spec = ColumnSpec.from_flags("source_image", "ffa_early", "ffa_early_seconds", "modality", "disease", None)
+    labels = resolve_labels(train, spec, list(MODALITIES), list(DISEASES), dict(PHASES))
+    rgb, ridges = (PairedFFADataset(train, spec, labels, resolution=32, input_representation=name)[0]
+                   for name in ("rgb", "grey_ridges"))
+    assert torch.equal(rgb["target"], ridges["target"]) and not torch.equal(rgb["source"], ridges["source"])

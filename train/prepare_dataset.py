@@ -55,7 +55,8 @@ import numpy as np
 import PIL.Image
 from datasets import Dataset, Features, Image, List, Value
 
-from ffa_pipeline.registration import is_grey, register_pair, registration_overlay, resize_matrix, warp_to
+from ffa_pipeline.image_processing import is_grey
+from ffa_pipeline.registration import register_pair, registration_overlay, resize_matrix, warp_to
 from ffa_pipeline.vocab import DISEASES, MODALITIES, PHASES, phase_to_seconds
 
 LAYOUTS = ("misp", "uwf_triplets", "csv")

@@ -43,6 +43,7 @@ from tqdm.auto import tqdm
 
 from ffa_pipeline import FFADiffusionPipeline
 from ffa_pipeline.data import ColumnSpec, PairedFFADataset, check_columns, decode_image, resolve_labels
+from ffa_pipeline.image_processing import INPUT_REPRESENTATIONS
 from ffa_pipeline.model_config import build_pipeline
 from ffa_pipeline.training_utils import checkpoint_step, find_checkpoint, runs_on_cpu_only, save_checkpoint
 
@@ -81,6 +82,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     data.add_argument("--random_scale", type=float, default=0.0, help="Max zoom-in fraction, e.g. 0.1.")
     data.add_argument("--color_jitter", type=float, default=0.0, help="Strength (e.g. 0.3) of random gain, gamma, "
                       "contrast, blur and noise on the source images only: learn anatomy, not one rendering.")
+    data.add_argument("--input_representation", choices=INPUT_REPRESENTATIONS, default=None,
+                      help="What the model sees of a source image; recorded in the condition encoder's config. "
+                      "Default: the starting model's ('rgb' for a new one). 'grey_ridges' is the same for phantom "
+                      "and real photos (see ffa_pipeline.image_processing).")
     data.add_argument("--cache_latents", action="store_true",
                       help="Encode every pair once with the frozen VAE (augmentation is then drawn once).")
     data.add_argument("--dataloader_num_workers", type=int, default=0)
@@ -162,6 +167,8 @@ def load_starting_pipeline(args: argparse.Namespace) -> FFADiffusionPipeline:
             raise ValueError(f"--pretrained_vae_model_name_or_path has {vae.config.latent_channels} latent channels; "
                              f"the model needs {pipe.vae.config.latent_channels}")
         pipe.register_modules(vae=vae)
+    if args.input_representation is not None:
+        pipe.condition_encoder.register_to_config(input_representation=args.input_representation)
     return pipe
 
 
@@ -179,7 +186,7 @@ def load_data(args: argparse.Namespace, pipe: FFADiffusionPipeline, resolution: 
     labels = resolve_labels(dataset, spec, pipe.modalities, pipe.diseases, pipe.phases, args.modality)
     return PairedFFADataset(dataset, spec, labels, resolution, seed=args.seed, random_flip=args.random_flip,
                             random_rotation=args.random_rotation, random_scale=args.random_scale,
-                            color_jitter=args.color_jitter)
+                            color_jitter=args.color_jitter, input_representation=pipe.input_representation)
 
 
 def encode(vae, pixels: torch.Tensor, sample: bool, generator: torch.Generator | None = None) -> torch.Tensor:
