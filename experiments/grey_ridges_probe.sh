@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Does a rendering-independent input (--input_representation grey_ridges) make the default model follow real photos?
-# A 600-step full fine-tune of the default model on the new input, then the real-photo check. ~25 min on 2 cores.
+# A 600-step full fine-tune of the previous (rgb) default model on the new input, then the real-photo check. ~35 min
+# on 2 cores. Result (2026-11-24, MODEL = the rgb model of commit 4f8c99a): skimage early vessel AUC 0.652 vs 0.562
+# mirrored (was 0.567 vs 0.594); UWF unchanged. This led to training the default model on grey_ridges from scratch.
 set -euo pipefail
 MODEL=${MODEL:-assets/ffa-default}
 OUT=${OUT:-runs/ffa-ridges-probe}

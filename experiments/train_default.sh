@@ -14,11 +14,12 @@ python train/train_vae.py --model_config small --train_data_dir data/phantom-tra
   --checkpoints_total_limit 1 --output_dir runs/vae
 # 3. The UNet, condition encoder and disease embedding, from scratch, on every phase of every row.
 python train/train_ffa.py --model_config small --pretrained_vae_model_name_or_path runs/vae/vae \
-  --train_data_dir data/phantom-train --max_train_samples 1800 --target_image_column ffa_arterial,ffa_early,ffa_mid,ffa_late \
+  --train_data_dir data/phantom-train --max_train_samples 1200 --target_image_column ffa_arterial,ffa_early,ffa_mid,ffa_late \
   --phase_column ffa_arterial_seconds,ffa_early_seconds,ffa_mid_seconds,ffa_late_seconds \
   --eye_id_column eye_id --alignment_loss_weight 0.1 --cache_latents --random_flip --random_rotation 10 \
-  --random_scale 0.1 --use_ema --snr_gamma 5 --train_batch_size 8 --learning_rate 3e-4 \
-  --lr_scheduler constant_with_warmup --lr_warmup_steps 100 --max_train_steps "${MAX_TRAIN_STEPS:-2000}" \
+  --random_scale 0.1 --color_jitter 0.3 --input_representation grey_ridges --prediction_type v_prediction \
+  --use_ema --snr_gamma 5 --train_batch_size 8 --learning_rate 3e-4 \
+  --lr_scheduler constant_with_warmup --lr_warmup_steps 100 --max_train_steps "${MAX_TRAIN_STEPS:-1600}" \
   --checkpointing_steps 250 --checkpoints_total_limit 2 --output_dir runs/ffa-small
 # 4. Sampling defaults from the steps-vs-quality sweep (experiments/sweep.sh): the knee of the curve, under 1 s.
 python train/set_sampling_defaults.py --model runs/ffa-small --scheduler ddim --num_inference_steps 8 \

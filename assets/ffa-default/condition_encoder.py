@@ -48,7 +48,10 @@ class ModalityStem(nn.Module):
 class CrossModalConditionEncoder(ModelMixin, ConfigMixin):
     """One stem per input modality into a shared latent space, plus context tokens for cross-attention.
 
-    The modality vocabulary is part of the config, so a checkpoint carries its own labels.
+    The modality vocabulary is part of the config, so a checkpoint carries its own labels. So is
+    `input_representation`: what the pipeline and the trainer make of a source image before the VAE encodes it
+    ("rgb", the photo; "grey_ridges", a rendering-independent grey + vessel-ridge image, see the pipeline's
+    image_processing module).
     Dropped images (classifier-free guidance) get all-zero shared latents and learned null tokens,
     the same convention as InstructPix2Pix's zeroed image latents.
     """
@@ -61,6 +64,7 @@ class CrossModalConditionEncoder(ModelMixin, ConfigMixin):
         hidden_channels: int = 64,
         num_context_tokens: int = 4,
         cross_attention_dim: int = 768,
+        input_representation: str = "rgb",
     ):
         super().__init__()
         if not modalities or len(set(modalities)) != len(modalities):

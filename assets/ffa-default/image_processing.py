@@ -18,6 +18,7 @@ import PIL.Image
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.image_processor import VaeImageProcessor
+from skimage.filters import sato
 
 ACCEPTED_TYPES = "PIL.Image.Image, numpy.ndarray, torch.Tensor, or a file path (str / os.PathLike)"
 ACCEPTED_DTYPES = "uint8, uint16, bool or float in [0, 1]"
@@ -30,6 +31,13 @@ FOV_BRIGHTNESS_FRACTION = 0.1  # ...or this fraction of the bright end of the im
 FOV_MIN_AREA_FRACTION = 0.05  # a smaller bright blob is not a field of view: treat the whole image as one
 FOV_FULL_FRAME_FRACTION = 0.95  # a blob this big is the whole frame (OCT en-face, UWF SLO)
 FLOAT_TOLERANCE = 1e-3  # float inputs may overshoot [0, 1] by rounding error; they are clipped
+# What the condition encoder sees of the framed source (stored in its config as `input_representation`):
+# "rgb": the photo itself; "grey_ridges": [CLAHE grey, dark-vessel ridges, bright-vessel ridges], the same for
+# any rendering of the same anatomy (phantom or real photo, CFP or SLO), see `to_input_representation`.
+INPUT_REPRESENTATIONS = ("rgb", "grey_ridges")
+RIDGE_SIGMAS = (1.0, 2.0)  # Sato scales at the model's 256 px: real vessels there are 1-4 px wide
+FIELD_EDGE_PX = 4  # ridges this close to the field of view's border are its edge, not vessels
+FIELD_HOLE_PX = 41  # dark patches inside the field (OCT en-face between vessels) up to this size stay in it
 
 
 @dataclass(frozen=True)
@@ -133,6 +141,15 @@ class FFAImageProcessor(ConfigMixin):
             framings.append(framing)
         pixels = VaeImageProcessor.numpy_to_pt(np.stack(squares))
         return VaeImageProcessor.normalize(pixels), framings
+
+    def to_model_input(self, pixels: torch.Tensor, representation: str) -> torch.Tensor:
+        """Preprocessed [B, 3, R, R] pixels in [-1, 1] -> the same in the condition encoder's representation."""
+        check_input_representation(representation)
+        if representation == "rgb":
+            return pixels
+        squares = VaeImageProcessor.pt_to_numpy(VaeImageProcessor.denormalize(pixels.float().cpu()))
+        converted = np.stack([to_input_representation(square, representation) for square in squares])
+        return VaeImageProcessor.normalize(VaeImageProcessor.numpy_to_pt(converted)).to(pixels)
 
     def apply_framing(self, image: np.ndarray, framing: Framing, resolution: int) -> np.ndarray:
         """Cut `framing`'s square out of an HxWxC float image (black outside it) and resize it to the resolution.
@@ -238,6 +255,68 @@ class FFAImageProcessor(ConfigMixin):
         box = (round(center[0] - side / 2), round(center[1] - side / 2), side)
         center = (float(center[0]), float(center[1]))
         return Framing(input_height=height, input_width=width, box=box, fov_center=center, fov_radius=float(radius))
+
+
+def to_gray(image: np.ndarray) -> np.ndarray:
+    """uint8 grey where vessels have contrast: the green channel of a colour image (RGB order), else luminance."""
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        image = np.clip(image * (255.0 if image.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
+    if image.ndim == 2:
+        return image
+    if image.shape[2] == 4:
+        image = image[..., :3]
+    if is_grey(image):
+        return image[..., 0]
+    return image[..., 1]
+
+
+def is_grey(image: np.ndarray, tolerance: float = 4.0) -> bool:
+    """True when an RGB image is grey content (R~G~B), as FFA stored in RGB is."""
+    if image.ndim == 2 or image.shape[2] == 1:
+        return True
+    channels = image[..., :3].astype(np.int16)
+    return float(np.abs(channels[..., 0] - channels[..., 1]).mean()) <= tolerance and float(
+        np.abs(channels[..., 1] - channels[..., 2]).mean()
+    ) <= tolerance
+
+
+def vessel_map(gray: np.ndarray, vessels_dark: bool, sigmas: tuple[float, ...] = (1.5, 3.0)) -> np.ndarray:
+    """float32 map in [0, 1] where vessels are bright, whatever their polarity in ``gray``.
+
+    CLAHE evens out illumination; the Sato ridge filter keeps elongated structures (vessels) and weakens blobs and
+    edges; clipping at the 99th percentile keeps a few very strong ridges (eyelids, laser scars) from dominating.
+    """
+    equalised = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(gray).astype(np.float32) / 255.0
+    ridges = sato(equalised, sigmas=list(sigmas), black_ridges=vessels_dark).astype(np.float32)
+    scale = float(np.percentile(ridges, 99)) + 1e-6
+    return np.clip(ridges / scale, 0.0, 1.0)
+
+
+def check_input_representation(representation: str) -> None:
+    if representation not in INPUT_REPRESENTATIONS:
+        raise ValueError(f"Unknown input_representation {representation!r}; allowed: {list(INPUT_REPRESENTATIONS)}")
+
+
+def to_input_representation(square: np.ndarray, representation: str) -> np.ndarray:
+    """A framed HxWx3 float image in [0, 1] -> what the condition encoder sees (HxWx3 float32 in [0, 1]).
+
+    "grey_ridges" (ours) keeps what a phantom and a real photo of the same eye share and drops their rendering
+    (hue, illumination, vessel contrast): the CLAHE-equalised green channel (disc bright, fovea dark) and Sato
+    ridge maps of dark and of bright vessels (CFP/SLO vessels are dark, OCT en-face vessels bright), each scaled
+    to its own 99th percentile. A model trained on phantom photos in "rgb" draws its own vessel tree on real ones.
+    """
+    check_input_representation(representation)
+    if representation == "rgb":
+        return square.astype(np.float32)
+    gray = to_gray(square)
+    bright = (square.max(axis=2) > FOV_MIN_BRIGHTNESS).astype(np.uint8)
+    hole = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (FIELD_HOLE_PX, FIELD_HOLE_PX))
+    field = cv2.morphologyEx(bright, cv2.MORPH_CLOSE, hole)
+    field = cv2.erode(field, np.ones((2 * FIELD_EDGE_PX + 1,) * 2, np.uint8)).astype(np.float32)
+    equalised = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(gray).astype(np.float32) / 255.0
+    ridges = [vessel_map(gray, vessels_dark=dark, sigmas=RIDGE_SIGMAS) * field for dark in (True, False)]
+    return np.stack([equalised, *ridges], axis=2).astype(np.float32)
 
 
 def _check_resolution(resolution: int) -> None:

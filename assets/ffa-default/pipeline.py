@@ -41,7 +41,7 @@ from safetensors.torch import load_file, save_file
 
 from .condition_encoder import CrossModalConditionEncoder
 from .disease_embedding import DiseaseEmbedding
-from .image_processing import FFAImageProcessor
+from .image_processing import FFAImageProcessor, check_input_representation
 
 PIPELINE_FILE_NAME = "pipeline.py"
 CONV_IN_WEIGHT_NAME = "unet_conv_in.safetensors"
@@ -137,6 +137,7 @@ class FFADiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         self.image_processor = FFAImageProcessor(
             resolution=self.default_resolution, max_pixels=max_input_pixels
         )
+        check_input_representation(self.input_representation)
 
     def sampling_settings(
         self,
@@ -166,6 +167,11 @@ class FFADiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
     def phases(self) -> dict[str, float]:
         """Named FFA phases -> seconds after injection (from its config)."""
         return dict(self.disease_embedding.config.phases)
+
+    @property
+    def input_representation(self) -> str:
+        """What the condition encoder sees of a source image ("rgb" or "grey_ridges"), from its config."""
+        return self.condition_encoder.config.input_representation
 
     @property
     def default_resolution(self) -> int:
@@ -403,6 +409,7 @@ class FFADiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         pixels, framings = self.image_processor.preprocess(images, resolution=max(height, width))
         if pixels.shape[-2:] != (height, width):
             pixels = torch.nn.functional.interpolate(pixels, size=(height, width), mode="bilinear", antialias=True)
+        pixels = self.image_processor.to_model_input(pixels, self.input_representation)
 
         # 2. Labels, repeated per sample.
         def per_sample(values: list) -> list:
