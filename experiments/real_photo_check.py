@@ -77,6 +77,8 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="default: the embedded default model")
     parser.add_argument("--output_dir", type=Path, default=Path("runs/real_photo_check"))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--num_inference_steps", type=int, default=None, help="Default: the checkpoint's own.")
+    parser.add_argument("--image_guidance_scale", type=float, default=None, help="Default: the checkpoint's own.")
     args = parser.parse_args()
     pipe = load_default_pipeline(args.model)
     pipe.set_progress_bar_config(disable=True)
@@ -91,6 +93,7 @@ def main() -> None:
         tiles, report[case["name"]] = [source], {}
         for phase in ("early", "late"):
             output = pipe(rgb, modality=case["modality"], phase=phase, output_type="np",
+                          num_inference_steps=args.num_inference_steps, image_guidance_scale=args.image_guidance_scale,
                           generator=torch.Generator().manual_seed(args.seed)).images[0, ..., 0]
             report[case["name"]][phase] = anatomy_checks(source, output, field)
             tiles.append(np.repeat(output[..., None], 3, axis=2))
