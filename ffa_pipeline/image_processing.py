@@ -287,7 +287,15 @@ def vessel_map(gray: np.ndarray, vessels_dark: bool, sigmas: tuple[float, ...] =
     CLAHE evens out illumination; the Sato ridge filter keeps elongated structures (vessels) and weakens blobs and
     edges; clipping at the 99th percentile keeps a few very strong ridges (eyelids, laser scars) from dominating.
     """
-    equalised = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(gray).astype(np.float32) / 255.0
+    return _ridge_map(_equalise(gray), vessels_dark, sigmas)
+
+
+def _equalise(gray: np.ndarray) -> np.ndarray:
+    """uint8 grey -> CLAHE-equalised float32 in [0, 1]."""
+    return cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(gray).astype(np.float32) / 255.0
+
+
+def _ridge_map(equalised: np.ndarray, vessels_dark: bool, sigmas: tuple[float, ...]) -> np.ndarray:
     ridges = sato(equalised, sigmas=list(sigmas), black_ridges=vessels_dark).astype(np.float32)
     scale = float(np.percentile(ridges, 99)) + 1e-6
     return np.clip(ridges / scale, 0.0, 1.0)
@@ -314,8 +322,8 @@ def to_input_representation(square: np.ndarray, representation: str) -> np.ndarr
     hole = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (FIELD_HOLE_PX, FIELD_HOLE_PX))
     field = cv2.morphologyEx(bright, cv2.MORPH_CLOSE, hole)
     field = cv2.erode(field, np.ones((2 * FIELD_EDGE_PX + 1,) * 2, np.uint8)).astype(np.float32)
-    equalised = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(8, 8)).apply(gray).astype(np.float32) / 255.0
-    ridges = [vessel_map(gray, vessels_dark=dark, sigmas=RIDGE_SIGMAS) * field for dark in (True, False)]
+    equalised = _equalise(gray)  # computed once for the grey channel and both ridge maps
+    ridges = [_ridge_map(equalised, dark, RIDGE_SIGMAS) * field for dark in (True, False)]
     return np.stack([equalised, *ridges], axis=2).astype(np.float32)
 
 
