@@ -11,6 +11,8 @@ beside ours). Every input is framed by the pipeline's own processor, and the che
   with the output flipped left-right as a no-correspondence control;
 * FFA contrast: mean output intensity on the input's vessels / on the rest of the field of view (> 1: bright
   vessels on a dark background; the input photo has < 1);
+* disc: distance from the brightest point of the input (its optic disc) to the brightest point of the output
+  (an angiogram's disc is bright), both after a blur of 0.02 x the frame, as a fraction of the frame's side;
 * fovea: mean output intensity in a disc of 0.05 x the field's width at the darkest point of the input's
   centre / mean output in the field of view (< 1: a dark fovea where the input has its macula), and the same
   with the output flipped left-right (the fovea is off-centre, so a flipped output is not dark there).
@@ -66,10 +68,17 @@ def anatomy_checks(source: np.ndarray, output: np.ndarray, field: np.ndarray) ->
     y, x = np.unravel_index(np.where(centre & field, blurred, np.inf).argmin(), blurred.shape)
     yy, xx = np.mgrid[:side, :side]
     fovea = (yy - y) ** 2 + (xx - x) ** 2 <= (0.05 * side) ** 2
+    disc_in, disc_out = (_brightest(image, field, side / 50) for image in (grey_in, output))
     return {"vessel_auc": float(auc), "vessel_auc_flipped_control": float(control),
             "vessel_contrast_output": float(contrast_out), "vessel_contrast_input": float(contrast_in),
             "fovea_darkness_output": float(output[fovea].mean() / output[field].mean()),
-            "fovea_darkness_flipped_control": float(output[:, ::-1][fovea].mean() / output[field].mean())}
+            "fovea_darkness_flipped_control": float(output[:, ::-1][fovea].mean() / output[field].mean()),
+            "disc_offset": float(np.hypot(*np.subtract(disc_in, disc_out)) / side)}
+
+
+def _brightest(image: np.ndarray, field: np.ndarray, sigma: float) -> tuple[int, int]:
+    blurred = cv2.GaussianBlur(image.astype(np.float32), (0, 0), sigma)
+    return np.unravel_index(np.where(field, blurred, -np.inf).argmax(), blurred.shape)
 
 
 def main() -> None:

@@ -95,6 +95,32 @@ def test_foveal_avascular_zone_dark_in_ffa(modality):
     assert ffa[faz].mean() < ffa[annulus].mean()
 
 
+def test_fundus_framing_ranges_from_fovea_centred_to_disc_centred():
+    """Real photos have the disc anywhere from the field edge (fovea-centred) to near the centre; so must phantoms."""
+    offsets = []
+    for seed in range(12):
+        row = render_sample(sample_eye(seed, "normal"), RESOLUTION, ("cfp",), ("early",), randomise=True)["cfp"]
+        offsets.append(np.hypot(row["disc_x"] - RESOLUTION / 2, row["disc_y"] - RESOLUTION / 2) / RESOLUTION)
+    assert min(offsets) < 0.15 and max(offsets) > 0.35
+
+
+def test_macula_as_dark_as_in_real_images():
+    """A real photo's macula is clearly darker than its fundus and a real angiogram's more so (skimage's photo: 0.81;
+    the real UWF angiograms: 0.3-0.55); a phantom with a faint macula teaches the model no dark fovea."""
+    ratios = {"source_image": [], "ffa_early": [], "ffa_late": []}
+    for seed in range(4):
+        row = render_sample(sample_eye(seed, "normal"), RESOLUTION, ("cfp",), ("early", "late"), randomise=False)["cfp"]
+        macula = _disc_mask(row["fovea_x"], row["fovea_y"], 0.05 * RESOLUTION, RESOLUTION)
+        for column, values in ratios.items():
+            image = row[column].astype(float)
+            grey = image.mean(axis=2) if image.ndim == 3 else image
+            field = grey > 10
+            values.append(grey[macula & field].mean() / grey[field].mean())
+    assert np.mean(ratios["source_image"]) < 0.9
+    assert np.mean(ratios["ffa_early"]) < 0.8
+    assert np.mean(ratios["ffa_late"]) < 0.8
+
+
 @pytest.mark.parametrize("disease", ["diabetic_retinopathy", "vein_occlusion"])
 def test_haemorrhages_dark_in_ffa(disease):
     row = render_sample(sample_eye(11, disease, 0.9), RESOLUTION, ("cfp",), ("early", "late"), randomise=False)["cfp"]

@@ -16,6 +16,7 @@ import numpy as np
 from .geometry import EyeGeometry
 
 FUNDUS_FIELD_DEG = 45.0
+FOVEA_TO_DISC_CENTRING = 0.3  # canonical fundus framing: centre 30 % of the way from the fovea to the disc
 UWF_FIELD_DEG = 200.0
 FUNDUS_APERTURE = 0.47  # radius of the circular field of view, fraction of the image side
 
@@ -50,9 +51,16 @@ class Camera:
 
 
 def fundus_camera(eye: EyeGeometry, size: int, rng: np.random.Generator | None = None) -> Camera:
-    """45 deg camera centred between fovea and disc; ``rng`` jitters field size, centre and roll."""
-    centre = eye.fovea + 0.3 * (eye.disc_centre - eye.fovea)
+    """45 deg camera centred between fovea and disc; ``rng`` jitters field size, centre and roll.
+
+    Real photos are fovea-centred (the disc at the edge of the field, as in scikit-image's), disc-centred, or in
+    between; with ``rng`` the centre is anywhere on that line, so the model sees the disc at every such place.
+    """
+    towards_disc = FOVEA_TO_DISC_CENTRING
     field, roll = FUNDUS_FIELD_DEG, 0.0
+    if rng is not None:
+        towards_disc = rng.uniform(-0.2, 0.7)
+    centre = eye.fovea + towards_disc * (eye.disc_centre - eye.fovea)
     if rng is not None:
         field *= rng.uniform(0.9, 1.1)
         centre = centre + rng.normal(0.0, 1.5, 2)

@@ -70,7 +70,7 @@ def render_cfp(eye: EyeGeometry, frame: Frame) -> np.ndarray:
     rgb = _planar(look.fundus_rgb) * shade
     rgb = _absorb(rgb, (0.8, 0.6, 0.6), look.tessellation * 0.5 * (1.0 - choroid_pattern(frame)))
     rf = frame.fovea_distance
-    macula = look.macular_pigment * (0.5 * np.exp(-((rf / 5.0) ** 2)) + 0.4 * np.exp(-((rf / 1.2) ** 2)))
+    macula = look.macular_pigment * (0.8 * np.exp(-((rf / 4.0) ** 2)) + 0.6 * np.exp(-((rf / 1.5) ** 2)))
     rgb = _absorb(rgb, (0.45, 0.1, 0.1), macula)
     rgb = rgb + 0.25 * np.exp(-((rf / 0.12) ** 2))
 
@@ -134,7 +134,7 @@ def render_slo(eye: EyeGeometry, frame: Frame) -> np.ndarray:
     red = red * (1.0 - 0.3 * look.tessellation * (1.0 - choroid_pattern(frame)))
     green = 0.5 * grain * (1.0 - 0.1 * periphery) * (1.0 - 0.08 * patches)
     macula = look.macular_pigment * np.exp(-((rf / 3.0) ** 2))
-    green, red = green * (1.0 - 0.35 * macula), red * (1.0 - 0.1 * macula)
+    green, red = green * (1.0 - 0.5 * macula), red * (1.0 - 0.15 * macula)
     red, green = red + 0.35 * frame.disc + 0.1 * frame.cup, green + 0.3 * frame.disc + 0.15 * frame.cup
 
     bright = frame.lesion("hard_exudate") + 0.7 * frame.lesion("drusen") + 0.6 * frame.lesion("cotton_wool_spot")
