@@ -21,10 +21,24 @@ python train/train_ffa.py --model_config small --pretrained_vae_model_name_or_pa
   --use_ema --snr_gamma 5 --train_batch_size 8 --learning_rate 3e-4 \
   --lr_scheduler constant_with_warmup --lr_warmup_steps 100 --max_train_steps "${MAX_TRAIN_STEPS:-1600}" \
   --checkpointing_steps 250 --checkpoints_total_limit 2 --output_dir runs/ffa-small
+# 3b. 800 more steps on 800 rows without min-SNR weighting (it down-weights the noisy timesteps where the
+#    low-frequency layout is decided) and with a shorter EMA. Meant to run on the corrected phantom (darker macula,
+#    fovea- to disc-centred framing; step 1 run again after commit 43a0f59), but datasets' cache served the old
+#    phantom-train (see README, "The default model"): the shipped model's steps 3 and 3b both saw the phantom of commit
+#    f1cad19 (check out its ffa_pipeline/phantom and run step 1 to reproduce it bit for bit). Since then the trainers
+#    read local folders afresh, so running this script now trains on the corrected phantom.
+python train/train_ffa.py --pretrained_ffa_model runs/ffa-small --train_full_unet --train_data_dir data/phantom-train \
+  --max_train_samples 800 --target_image_column ffa_arterial,ffa_early,ffa_mid,ffa_late \
+  --phase_column ffa_arterial_seconds,ffa_early_seconds,ffa_mid_seconds,ffa_late_seconds \
+  --eye_id_column eye_id --alignment_loss_weight 0.1 --cache_latents --random_flip --random_rotation 10 \
+  --random_scale 0.1 --color_jitter 0.3 --input_representation grey_ridges --use_ema --ema_decay 0.995 \
+  --train_batch_size 8 --learning_rate 2e-4 --lr_scheduler constant_with_warmup --lr_warmup_steps 50 \
+  --max_train_steps "${FINETUNE_STEPS:-800}" --checkpointing_steps 400 --checkpoints_total_limit 1 \
+  --output_dir runs/ffa-phantom-v2
 # 4. Sampling defaults from the sweep (experiments/sweep.sh) and the real-photo check: 4 steps with image guidance 2
 #    (its guidance branches run as one batch; median 0.95 s) follow the input better than 8 steps without.
-python train/set_sampling_defaults.py --model runs/ffa-small --scheduler ddim --num_inference_steps 4 \
+python train/set_sampling_defaults.py --model runs/ffa-phantom-v2 --scheduler ddim --num_inference_steps 4 \
   --image_guidance_scale 2 --label_guidance_scale 1
 # 5. Ship the pipeline alone (Hub layout, no checkpoints or logs); the model card assets/ffa-default/README.md is
 #    written by hand from the evaluation (experiments/evaluate_default.sh).
-python -c "from ffa_pipeline import FFADiffusionPipeline as P; P.from_pretrained('runs/ffa-small').save_pretrained('assets/ffa-default')"
+python -c "from ffa_pipeline import FFADiffusionPipeline as P; P.from_pretrained('runs/ffa-phantom-v2').save_pretrained('assets/ffa-default')"

@@ -16,6 +16,7 @@ exactly the data an uninterrupted one would.
 from __future__ import annotations
 
 import io
+import os
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -23,10 +24,22 @@ import cv2
 import numpy as np
 import PIL.Image
 import torch
-from datasets import Dataset
+from datasets import Dataset, DatasetDict, load_dataset
 from datasets import Image as ImageFeature
 
 from .image_processing import FFAImageProcessor, check_input_representation, to_input_representation
+
+
+def load_dataset_fresh(path_or_id: str, config_name: str | None = None) -> DatasetDict:
+    """`datasets.load_dataset`, but a local folder is always read from the files it holds now.
+
+    datasets' cache can go on serving an earlier version of a folder that was written again in place (seen with
+    datasets 5.2: a regenerated phantom was read back as the old one, and models were trained on it unnoticed).
+    Converting a local folder again costs seconds; Hub ids keep their usual cache.
+    """
+    if os.path.isdir(path_or_id):
+        return load_dataset(path_or_id, config_name, download_mode="force_redownload")
+    return load_dataset(path_or_id, config_name)
 
 
 @dataclass

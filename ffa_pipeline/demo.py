@@ -38,8 +38,8 @@ SHORT_SYNTHETIC_MARK = "SYNTHETIC"  # for images too narrow for the full mark
 UNTRAINED_WARNING = "untrained demo model: output is random"
 EMBEDDED_DEFAULT_NOTE = (
     "the embedded default model learnt from a simulated retina only: on real photos its angiogram has FFA's look "
-    "but follows the input loosely (a real colour photo: disc and some main vessels in place, many vessels its "
-    "own, no dark fovea; ultra-widefield SLO: hardly) - see the README: The default model"
+    "but follows the input loosely (a real colour photo: the main vessels in place, many vessels its own, the "
+    "disc misplaced, the fovea faint; ultra-widefield SLO: weakly) - see the README: The default model"
 )
 MAX_WORKING_SIDE = 1024  # uploads are shrunk to this: the model sees at most 512 px, outputs match the upload
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")

@@ -81,7 +81,7 @@ def test_default_model_follows_the_vessels_of_a_real_photo(default_pipe):
                           generator=torch.Generator().manual_seed(0)).images[0, ..., 0]
     auc = vessel_auc(output, vessels, field)
     control = vessel_auc(np.ascontiguousarray(output[:, ::-1]), vessels, field)
-    assert auc > control + 0.06, (auc, control)  # measured: 0.716 vs 0.518
+    assert auc > control + 0.1, (auc, control)  # measured: 0.788 vs 0.493 (the previous default model: 0.716 vs 0.518)
 
 
 def generate_early_phase(pipe, modality: str, disease: str) -> tuple[np.ndarray, ...]:

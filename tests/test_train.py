@@ -222,3 +222,22 @@ def test_input_representation_flag_is_recorded_and_used(phantom_dir, tmp_path):
     rgb, ridges = (PairedFFADataset(train, spec, labels, resolution=32, input_representation=name)[0]
                    for name in ("rgb", "grey_ridges"))
     assert torch.equal(rgb["target"], ridges["target"]) and not torch.equal(rgb["source"], ridges["source"])
+
+
+def test_a_local_dataset_written_again_is_read_again(tmp_path):
+    """datasets' cache served a regenerated phantom (a folder whose card lists `configs`) as the old one; the trainers
+    must see the folder as it is now. Plain `load_dataset` returns [1, 1, 1] twice here (datasets 5.2)."""
+    import shutil
+
+    from datasets import Dataset
+
+    from ffa_pipeline.data import load_dataset_fresh
+
+    folder = tmp_path / "data"
+    card = "---\nconfigs:\n- config_name: default\n  data_files:\n  - split: train\n    path: data/train-*\n---\n"
+    for value in (1, 2):
+        shutil.rmtree(folder, ignore_errors=True)
+        (folder / "data").mkdir(parents=True)
+        Dataset.from_dict({"x": [value] * 3}).to_parquet(folder / "data" / "train-00000-of-00001.parquet")
+        (folder / "README.md").write_text(card)
+        assert load_dataset_fresh(str(folder))["train"]["x"] == [value] * 3

@@ -30,13 +30,20 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from datasets import Dataset, DatasetDict, load_dataset
+from datasets import Dataset, DatasetDict
 from datasets import Image as ImageFeature
 from tqdm.auto import tqdm
 
 from ffa_pipeline import FFADiffusionPipeline
 from ffa_pipeline.baselines import Pix2PixUNet, inverted_green, train_pix2pix
-from ffa_pipeline.data import ColumnSpec, PairedFFADataset, check_columns, decode_image, resolve_labels
+from ffa_pipeline.data import (
+    ColumnSpec,
+    PairedFFADataset,
+    check_columns,
+    decode_image,
+    load_dataset_fresh,
+    resolve_labels,
+)
 from ffa_pipeline.image_processing import FFAImageProcessor
 from ffa_pipeline.metrics import MASK_THRESHOLD, evaluate_pair, ms_ssim_scales
 from ffa_pipeline.pipeline_ffa import SCHEDULERS, make_scheduler
@@ -151,8 +158,8 @@ class EvalPair:
 def load_splits(dataset_name: str | None, config_name: str | None, data_dir: str | None) -> DatasetDict:
     """All splits, read as train_ffa.py reads its data."""
     if dataset_name is not None:
-        return load_dataset(dataset_name, config_name)
-    return load_dataset(data_dir)
+        return load_dataset_fresh(dataset_name, config_name)
+    return load_dataset_fresh(data_dir)
 
 
 def choose_split(splits: DatasetDict, requested: str | None) -> str:
@@ -321,7 +328,7 @@ def pix2pix_baseline(args: argparse.Namespace, pipe: FFADiffusionPipeline, split
         model = Pix2PixUNet.from_pretrained(args.pix2pix_checkpoint).to(device).eval()
         return model, {"checkpoint": args.pix2pix_checkpoint}
     if args.pix2pix_train_data_dir:
-        train, trained_on = load_dataset(args.pix2pix_train_data_dir)["train"], args.pix2pix_train_data_dir
+        train, trained_on = load_dataset_fresh(args.pix2pix_train_data_dir)["train"], args.pix2pix_train_data_dir
     else:
         if "train" not in splits:
             raise ValueError(f"pix2pix needs training pairs: the dataset has no 'train' split ({list(splits)}); "

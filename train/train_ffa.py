@@ -31,7 +31,6 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, ProjectConfiguration, set_seed
-from datasets import load_dataset
 from diffusers import AutoencoderKL, DDPMScheduler
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel, compute_snr
@@ -42,7 +41,14 @@ from peft.utils import get_peft_model_state_dict
 from tqdm.auto import tqdm
 
 from ffa_pipeline import FFADiffusionPipeline
-from ffa_pipeline.data import ColumnSpec, PairedFFADataset, check_columns, decode_image, resolve_labels
+from ffa_pipeline.data import (
+    ColumnSpec,
+    PairedFFADataset,
+    check_columns,
+    decode_image,
+    load_dataset_fresh,
+    resolve_labels,
+)
 from ffa_pipeline.image_processing import INPUT_REPRESENTATIONS
 from ffa_pipeline.model_config import build_pipeline
 from ffa_pipeline.training_utils import checkpoint_step, find_checkpoint, runs_on_cpu_only, save_checkpoint
@@ -175,9 +181,9 @@ def load_starting_pipeline(args: argparse.Namespace) -> FFADiffusionPipeline:
 def load_data(args: argparse.Namespace, pipe: FFADiffusionPipeline, resolution: int) -> PairedFFADataset:
     """The HF dataset, its columns checked and its labels resolved against the model's own vocabulary."""
     if args.dataset_name is not None:
-        dataset = load_dataset(args.dataset_name, args.dataset_config_name)["train"]
+        dataset = load_dataset_fresh(args.dataset_name, args.dataset_config_name)["train"]
     else:
-        dataset = load_dataset(args.train_data_dir)["train"]
+        dataset = load_dataset_fresh(args.train_data_dir)["train"]
     if args.max_train_samples is not None:
         dataset = dataset.select(range(min(args.max_train_samples, len(dataset))))
     spec = ColumnSpec.from_flags(args.source_image_column, args.target_image_column, args.phase_column,
