@@ -56,15 +56,13 @@ def fundus_camera(eye: EyeGeometry, size: int, rng: np.random.Generator | None =
     Real photos are fovea-centred (the disc at the edge of the field, as in scikit-image's), disc-centred, or in
     between; with ``rng`` the centre is anywhere on that line, so the model sees the disc at every such place.
     """
-    towards_disc = FOVEA_TO_DISC_CENTRING
-    field, roll = FUNDUS_FIELD_DEG, 0.0
+    towards_disc, field, shift, roll = FOVEA_TO_DISC_CENTRING, FUNDUS_FIELD_DEG, np.zeros(2), 0.0
     if rng is not None:
         towards_disc = rng.uniform(-0.2, 0.7)
-    centre = eye.fovea + towards_disc * (eye.disc_centre - eye.fovea)
-    if rng is not None:
         field *= rng.uniform(0.9, 1.1)
-        centre = centre + rng.normal(0.0, 1.5, 2)
+        shift = rng.normal(0.0, 1.5, 2)
         roll = rng.normal(0.0, 3.0)
+    centre = eye.fovea + towards_disc * (eye.disc_centre - eye.fovea) + shift
     return Camera(size, (float(centre[0]), float(centre[1])), 2 * FUNDUS_APERTURE * size / field, roll)
 
 
