@@ -16,15 +16,14 @@ Ours (not a library's): no library measures where a generated angiogram puts the
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 
-import cv2
-import datasets
 import numpy as np
 import torch
+from real_photo_check import brightest_point  # this folder is on sys.path when run as a script
 
 from ffa_pipeline import load_default_pipeline
+from ffa_pipeline.data import load_dataset_fresh
 
 
 def fovea_ratio(image: np.ndarray, fovea: tuple[float, float], field: np.ndarray) -> float:
@@ -35,10 +34,8 @@ def fovea_ratio(image: np.ndarray, fovea: tuple[float, float], field: np.ndarray
 
 
 def disc_offset(image: np.ndarray, disc: tuple[float, float], field: np.ndarray) -> float:
-    side = image.shape[0]
-    blurred = cv2.GaussianBlur(image.astype(np.float32), (0, 0), side / 50)
-    y, x = np.unravel_index(np.where(field, blurred, -np.inf).argmax(), blurred.shape)
-    return float(np.hypot(x - disc[0], y - disc[1]) / side)
+    y, x = brightest_point(image, field)
+    return float(np.hypot(x - disc[0], y - disc[1]) / image.shape[0])
 
 
 def main() -> None:
@@ -50,15 +47,14 @@ def main() -> None:
     args = parser.parse_args()
     pipe = load_default_pipeline(args.model)
     pipe.set_progress_bar_config(disable=True)
-    rows = datasets.load_dataset("parquet", data_files=sorted(glob.glob(f"{args.data_dir}/data/*.parquet")),
-                                 split="train")
+    rows = load_dataset_fresh(args.data_dir)["train"]
     rows = rows.filter(lambda row: row["disease"] == "normal" and row["modality"] == "cfp")
     rows = rows.select(range(min(args.num_eyes, len(rows))))
+    fields = [np.asarray(row["source_image"].convert("RGB")).max(axis=2) > 10 for row in rows]
     report = {}
     for phase in ("early", "late"):
         values = {"fovea_output": [], "fovea_truth": [], "disc_offset_output": [], "disc_offset_truth": []}
-        for row in rows:
-            field = np.asarray(row["source_image"].convert("RGB")).max(axis=2) > 10
+        for row, field in zip(rows, fields):
             fovea, disc = (row["fovea_x"], row["fovea_y"]), (row["disc_x"], row["disc_y"])
             output = pipe(row["source_image"], modality="cfp", disease="normal", phase=phase, output_type="np",
                           generator=torch.Generator().manual_seed(args.seed)).images[0, ..., 0]
