@@ -15,16 +15,18 @@ exactly the data an uninterrupted one would.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
 import PIL.Image
 import torch
-from datasets import Dataset, DatasetDict, load_dataset
+from datasets import Dataset, DatasetDict, Features, concatenate_datasets, load_dataset
 from datasets import Image as ImageFeature
 
 from .image_processing import FFAImageProcessor, check_input_representation, to_input_representation
@@ -40,6 +42,28 @@ def load_dataset_fresh(path_or_id: str, config_name: str | None = None) -> Datas
     if os.path.isdir(path_or_id):
         return load_dataset(path_or_id, config_name, download_mode="force_redownload")
     return load_dataset(path_or_id, config_name)
+
+
+def write_parquet_splits(splits: dict[str, list[dict]], features: Features, output_dir: Path) -> dict[str, str]:
+    """One parquet shard per split under `output_dir/data/`; returns {split: file name relative to `output_dir`}.
+
+    The file name carries a hash of its content and the dataset card should name that exact file: `datasets` keys
+    its cache on the folder name and the card's data_files patterns, so two different datasets in folders of the
+    same name with a generic `data/train-*` pattern would otherwise load each other's cached copy. Each shard is
+    written under a temporary name and renamed, so an interrupted run leaves no half-written shard.
+    """
+    data_dir = Path(output_dir) / "data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    for stale in data_dir.glob("*.parquet"):
+        stale.unlink()
+    files = {}
+    for name in sorted(splits, key=lambda split: (split != "train", split)):
+        staging = data_dir / f"{name}.parquet.tmp"
+        Dataset.from_list(splits[name], features=features).to_parquet(str(staging))
+        digest = hashlib.sha256(staging.read_bytes()).hexdigest()[:12]
+        files[name] = f"data/{name}-00000-of-00001-{digest}.parquet"
+        staging.rename(Path(output_dir) / files[name])
+    return files
 
 
 @dataclass
@@ -74,6 +98,13 @@ def check_columns(dataset: Dataset, spec: ColumnSpec) -> None:
     for flag, column in flags:
         if column is not None and column not in dataset.column_names:
             raise ValueError(f"{flag} {column!r} is not a column of the dataset; columns: {dataset.column_names}")
+
+
+def concatenate_columns(parts: list[Dataset], spec: ColumnSpec) -> Dataset:
+    """Datasets that all have the columns of `spec` -> one dataset of those columns (features of the first)."""
+    columns = [c for c in (spec.source, *spec.targets, *spec.phases, spec.modality, spec.disease, spec.eye_id) if c]
+    kept = [part.select_columns(columns) for part in parts]
+    return concatenate_datasets([kept[0], *(part.cast(kept[0].features) for part in kept[1:])])
 
 
 def resolve_labels(dataset: Dataset, spec: ColumnSpec, modalities: list[str], diseases: list[str],

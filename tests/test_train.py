@@ -241,3 +241,33 @@ def test_a_local_dataset_written_again_is_read_again(tmp_path):
         Dataset.from_dict({"x": [value] * 3}).to_parquet(folder / "data" / "train-00000-of-00001.parquet")
         (folder / "README.md").write_text(card)
         assert load_dataset_fresh(str(folder))["train"]["x"] == [value] * 3
+
+
+def test_several_data_folders_train_as_one(phantom_dir, tmp_path):
+    """The phantom and real angiograms with their rendered photos (make_angiogram_pairs.py) in one run; the second
+    folder has other extra columns and fills one phase per row."""
+    import make_angiogram_pairs
+    from test_angiogram_pairs import write_layout
+
+    pairs = tmp_path / "pairs"
+    make_angiogram_pairs.main(["--input", str(write_layout(tmp_path / "ffa_real")), "--output_dir", str(pairs),
+                               "--resolution", "64", "--phases", "arterial", "early", "late", "--diagnosis_phase",
+                               "late"])
+    out = tmp_path / "out"
+    train_ffa.main(["--model_config", "tiny", *phantom_args(phantom_dir, out, "--max_train_steps", "2",
+                                                            "--cache_latents")[2:],
+                    "--train_data_dir", str(phantom_dir), str(pairs), str(pairs), "--max_train_samples", "3"])
+    assert len(losses(out)) == 2
+    card = (out / "README.md").read_text()
+    assert f"Training data: {phantom_dir}, {pairs}, {pairs}" in card
+
+
+def test_a_folder_without_the_columns_is_named(phantom_dir, tmp_path):
+    from datasets import Dataset
+
+    other = tmp_path / "other"
+    Dataset.from_dict({"x": [1, 2]}).to_parquet(other / "data" / "train-00000-of-00001.parquet")
+    with pytest.raises(ValueError, match=f"{other}: --source_image_column 'source_image' is not a column"):
+        train_ffa.main(["--model_config", "tiny", *phantom_args(phantom_dir, tmp_path / "out", "--max_train_steps",
+                                                                "1")[2:], "--train_data_dir", str(phantom_dir),
+                        str(other)])

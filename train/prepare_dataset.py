@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import hashlib
 import io
 import math
 import re
@@ -53,8 +52,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import PIL.Image
-from datasets import Dataset, Features, Image, List, Value
+from datasets import Features, Image, List, Value
 
+from ffa_pipeline.data import write_parquet_splits
 from ffa_pipeline.image_processing import is_grey
 from ffa_pipeline.registration import register_pair, registration_overlay, resize_matrix, warp_to
 from ffa_pipeline.vocab import DISEASES, MODALITIES, PHASES, phase_to_seconds
@@ -373,30 +373,14 @@ def _save_check(folder: Path, spec: PairSpec, outcome: PairOutcome, source: np.n
 
 
 def write_dataset(outcomes: list[PairOutcome], output_dir: Path) -> dict[str, str]:
-    """One parquet shard per split under `data/`; returns {split: file name relative to `output_dir`}.
-
-    The file name carries a hash of its content and the card names that exact file: `datasets` keys its cache on
-    the folder name and the card's data_files patterns, so two different datasets in folders of the same name
-    with a generic `data/train-*` pattern would otherwise load each other's cached copy.
-    """
+    """One parquet shard per split under `data/` (see `write_parquet_splits`); returns {split: relative file}."""
     splits: dict[str, list[dict]] = {}
     for outcome in outcomes:
         if not outcome.rejected:
             splits.setdefault(outcome.spec.split, []).append({k: outcome.row[k] for k in FEATURES})
     if not splits:
         raise RuntimeError("no pair was kept: nothing to write (see the rejected pairs above)")
-    data_dir = output_dir / "data"
-    data_dir.mkdir(parents=True, exist_ok=True)
-    for stale in data_dir.glob("*.parquet"):
-        stale.unlink()
-    files = {}
-    for name in sorted(splits, key=lambda split: (split != "train", split)):
-        staging = data_dir / f"{name}.parquet.tmp"
-        Dataset.from_list(splits[name], features=FEATURES).to_parquet(str(staging))
-        digest = hashlib.sha256(staging.read_bytes()).hexdigest()[:12]
-        files[name] = f"data/{name}-00000-of-00001-{digest}.parquet"
-        staging.rename(output_dir / files[name])
-    return files
+    return write_parquet_splits(splits, FEATURES, output_dir)
 
 
 def dataset_card(args: argparse.Namespace, outcomes: list[PairOutcome], files: dict[str, str],

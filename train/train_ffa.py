@@ -45,6 +45,7 @@ from ffa_pipeline.data import (
     ColumnSpec,
     PairedFFADataset,
     check_columns,
+    concatenate_columns,
     decode_image,
     load_dataset_fresh,
     resolve_labels,
@@ -73,7 +74,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     data = parser.add_argument_group("data")
     data.add_argument("--dataset_name", help="Hub dataset id or local dataset folder (datasets.load_dataset).")
     data.add_argument("--dataset_config_name", default=None)
-    data.add_argument("--train_data_dir", help="Local folder with the dataset's files (parquet / arrow / csv).")
+    data.add_argument("--train_data_dir", nargs="+", help="Local folder(s) with the dataset's files (parquet / arrow"
+                      " / csv); several folders with the same columns are concatenated (name one twice to weight it).")
     data.add_argument("--source_image_column", default="source_image")
     data.add_argument("--target_image_column", default="target_image", help="One column, or a comma list.")
     data.add_argument("--phase_column", default="phase", help="Names or seconds; one per target column.")
@@ -81,7 +83,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     data.add_argument("--modality", default=None, help="The modality of every row when there is no column.")
     data.add_argument("--disease_column", default="disease", help="Empty string: every row is 'unknown'.")
     data.add_argument("--eye_id_column", default=None, help="Groups rows of one eye, for --alignment_loss_weight.")
-    data.add_argument("--max_train_samples", type=int, default=None)
+    data.add_argument("--max_train_samples", type=int, default=None, help="The first N rows of each folder.")
     data.add_argument("--resolution", type=int, default=None, help="Default: the model's own resolution.")
     data.add_argument("--random_flip", action="store_true")
     data.add_argument("--random_rotation", type=float, default=0.0, help="Max degrees, same for source and target.")
@@ -180,15 +182,20 @@ def load_starting_pipeline(args: argparse.Namespace) -> FFADiffusionPipeline:
 
 def load_data(args: argparse.Namespace, pipe: FFADiffusionPipeline, resolution: int) -> PairedFFADataset:
     """The HF dataset, its columns checked and its labels resolved against the model's own vocabulary."""
-    if args.dataset_name is not None:
-        dataset = load_dataset_fresh(args.dataset_name, args.dataset_config_name)["train"]
-    else:
-        dataset = load_dataset_fresh(args.train_data_dir)["train"]
-    if args.max_train_samples is not None:
-        dataset = dataset.select(range(min(args.max_train_samples, len(dataset))))
     spec = ColumnSpec.from_flags(args.source_image_column, args.target_image_column, args.phase_column,
                                  args.modality_column, args.disease_column, args.eye_id_column)
-    check_columns(dataset, spec)
+    if args.dataset_name is not None:
+        parts = [load_dataset_fresh(args.dataset_name, args.dataset_config_name)["train"]]
+    else:
+        parts = [load_dataset_fresh(folder)["train"] for folder in args.train_data_dir]
+    if args.max_train_samples is not None:
+        parts = [part.select(range(min(args.max_train_samples, len(part)))) for part in parts]
+    for folder, part in zip(args.train_data_dir or [args.dataset_name], parts):
+        try:
+            check_columns(part, spec)
+        except ValueError as error:
+            raise ValueError(f"{folder}: {error}") from None
+    dataset = parts[0] if len(parts) == 1 else concatenate_columns(parts, spec)
     labels = resolve_labels(dataset, spec, pipe.modalities, pipe.diseases, pipe.phases, args.modality)
     return PairedFFADataset(dataset, spec, labels, resolution, seed=args.seed, random_flip=args.random_flip,
                             random_rotation=args.random_rotation, random_scale=args.random_scale,
@@ -368,7 +375,7 @@ def run_validation(pipe: FFADiffusionPipeline, sources: list, args: argparse.Nam
 
 def save_model_card(args: argparse.Namespace, output_dir: Path, pipe: FFADiffusionPipeline, summary: dict) -> None:
     base = args.pretrained_model_name_or_path or args.pretrained_ffa_model or f"from scratch ({args.model_config})"
-    dataset = args.dataset_name or args.train_data_dir
+    dataset = args.dataset_name or ", ".join(args.train_data_dir)
     settings = {k: v for k, v in vars(args).items() if k not in ("hub_token",)}
     description = f"""
 # FFADiffusionPipeline: synthetic fluorescein angiograms

@@ -1,0 +1,178 @@
+"""Pairs with real anatomy: a photo-like image rendered from each real angiogram, paired with that angiogram.
+
+    python train/make_angiogram_pairs.py --input ../shared/data/ffa_real --split train \
+        --output_dir data/angiogram-pairs
+
+Why (ours, not a library's): the phantom's vessel trees, disc and macula are drawn by a program, and a model
+trained on the phantom alone lays its own anatomy over a real photo (experiments/real_photo_check.py: whatever the
+photo, the disc lands at the same place). Real angiograms carry real anatomy (curved arcades, the disc where the
+vessels converge, a dark macula) but come without a photo. So each real FFA gets a source rendered from it that
+shows what a colour fundus photo shows of the same eye: the angiogram's smooth background with its vessels
+removed (dark fovea, the disc's glow) as the fundus tone, its larger vessels drawn dark, in a fundus photo's
+orange. Through the model's "grey_ridges" input representation (CLAHE grey + ridge maps) this looks much like a
+real photo. What it cannot show is how pathology looks in a photo: leakage becomes a bright patch and
+non-perfusion a dark one, which a real photo does not have; the capillaries visible in FFA are left out.
+
+Layout of `--input` (the public huapu4/FFA set, `../shared/data/ffa_real`):
+`disease_diagnosis/<split>/<disease folder>/*.jpg` (phase not given: `--diagnosis_phase`) and
+`phase_identification/<split>/<phase folder>/*.jpg` (`non_ffa` holds non-angiograms and is skipped).
+
+Output: the phantom's wide layout, so `train/train_ffa.py` reads both with the same flags and can concatenate
+them (`--train_data_dir data/phantom-train data/angiogram-pairs`): `eye_id`, `modality` (`cfp`), `source_image`,
+`ffa_<phase>` and `ffa_<phase>_seconds` for `--phases` (only the angiogram's own phase is filled, the others are
+empty), `vessel_mask` (0/255: the vessels drawn into the photo, from the angiogram's ridge map, not a manual
+tracing; for the vessel AUC of `train/evaluate.py`), `disease`, `source_path`. An image seen twice (same pixels)
+is kept once. `--split test` gives held-out pairs for `train/evaluate.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import shlex
+import sys
+from collections import Counter
+from pathlib import Path
+
+import cv2
+import numpy as np
+import PIL.Image
+from datasets import Features, Image, Value
+
+from ffa_pipeline.data import write_parquet_splits
+from ffa_pipeline.image_processing import vessel_map
+from ffa_pipeline.vocab import PHASES
+
+DISEASE_FOLDERS = {"normal": "normal", "brvo": "vein_occlusion", "with_np": "diabetic_retinopathy",
+                   "none_np": "diabetic_retinopathy"}
+PHASE_FOLDERS = {"arterial_phase": "arterial", "venous_phase": "early"}
+SKIPPED_FOLDERS = ("non_ffa",)
+FUNDUS_ORANGE = (0.95, 0.6, 0.25)  # gain of R, G, B on the fundus tone: an orange fundus with a green channel
+
+
+def photo_from_angiogram(angiogram: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """HxW uint8 angiogram -> (HxWx3 float32 photo-like image in [0, 1] of the same anatomy, HxW bool mask of the
+    vessels drawn in it); see the module docstring. Scales are fractions of the side: any resolution, same picture.
+    """
+    side = angiogram.shape[0]
+    grey = angiogram.astype(np.float32) / 255.0
+    field = cv2.erode((cv2.GaussianBlur(grey, (0, 0), 0.008 * side) > 0.03).astype(np.uint8),
+                      cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (int(0.035 * side) | 1,) * 2)).astype(bool)
+    vessel_width = side / 256
+    vessels = vessel_map(angiogram, vessels_dark=False, sigmas=(vessel_width, 2 * vessel_width))
+    vessels = np.clip((vessels - 0.25) / 0.75, 0.0, 1.0)  # the larger vessels; FFA also shows capillaries
+    no_vessels = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (int(0.03 * side) | 1,) * 2)
+    background = cv2.GaussianBlur(cv2.morphologyEx(grey, cv2.MORPH_OPEN, no_vessels), (0, 0), 0.015 * side)
+    low, high = np.percentile(background[field], [2, 98]) if field.any() else (0.0, 1.0)
+    tone = 0.5 + 0.3 * np.clip((background - low) / (high - low + 1e-6), 0.0, 1.0)
+    fundus = tone * (1.0 - 0.55 * vessels) * field
+    photo = np.clip(fundus[..., None] * np.array(FUNDUS_ORANGE, np.float32), 0.0, 1.0).astype(np.float32)
+    return photo, (vessels > 0) & field
+
+
+def collect(root: Path, split: str, diagnosis_phase: str) -> list[tuple[Path, str, str]]:
+    """(path, disease, phase) of every angiogram of `split`; an unknown folder is an error naming the known ones."""
+    found = []
+    for task, folders, label in (("disease_diagnosis", DISEASE_FOLDERS, "disease"),
+                                 ("phase_identification", PHASE_FOLDERS, "phase")):
+        for folder in sorted(p for p in (root / task / split).glob("*") if p.is_dir()):
+            if folder.name in SKIPPED_FOLDERS:
+                continue
+            if folder.name not in folders:
+                raise ValueError(f"{folder}: unknown {label} folder {folder.name!r}; known: "
+                                 f"{sorted(folders) + list(SKIPPED_FOLDERS)}")
+            for path in sorted(folder.glob("*.jpg")):
+                if task == "disease_diagnosis":
+                    found.append((path, folders[folder.name], diagnosis_phase))
+                else:
+                    found.append((path, "unknown", folders[folder.name]))
+    if not found:
+        raise ValueError(f"no angiogram under {root}/{{disease_diagnosis,phase_identification}}/{split}/<folder>/*.jpg")
+    return found
+
+
+def features(phases: list[str]) -> Features:
+    columns = {"eye_id": Value("string"), "modality": Value("string"), "source_image": Image()}
+    for phase in phases:
+        columns[f"ffa_{phase}"] = Image()
+        columns[f"ffa_{phase}_seconds"] = Value("float32")
+    return Features({**columns, "vessel_mask": Image(), "disease": Value("string"), "source_path": Value("string")})
+
+
+def make_rows(found: list[tuple[Path, str, str]], phases: list[str], resolution: int,
+              root: Path) -> tuple[list[dict], int]:
+    """Dataset rows (images as PNG bytes) and the number of duplicates left out."""
+    rows, seen = [], set()
+    for path, disease, phase in found:
+        angiogram = cv2.resize(np.asarray(PIL.Image.open(path).convert("L")), (resolution, resolution),
+                               interpolation=cv2.INTER_AREA)
+        digest = hashlib.sha256(angiogram.tobytes()).hexdigest()
+        if digest in seen:
+            continue
+        seen.add(digest)
+        photo, vessels = photo_from_angiogram(angiogram)
+        row = {"eye_id": f"ffa_real/{digest[:12]}", "modality": "cfp",
+               "source_image": PIL.Image.fromarray((photo * 255).round().astype(np.uint8)),
+               "vessel_mask": PIL.Image.fromarray(vessels.astype(np.uint8) * 255),
+               "disease": disease, "source_path": path.relative_to(root).as_posix()}
+        for name in phases:
+            own = name == phase
+            row[f"ffa_{name}"] = PIL.Image.fromarray(angiogram) if own else None
+            row[f"ffa_{name}_seconds"] = PHASES[name] if own else None
+        rows.append(row)
+    return rows, len(found) - len(rows)
+
+
+def write_card(args: argparse.Namespace, files: dict[str, str], rows: list[dict]) -> None:
+    counts = Counter(f"{row['disease']}/{next(p for p in args.phases if row[f'ffa_{p}'] is not None)}"
+                     for row in rows)
+    front = ["---", f"license: {args.license}", "task_categories:", "- image-to-image", "tags:", "- synthetic",
+             "- fluorescein-angiography", "configs:", "- config_name: default", "  data_files:"]
+    front += [line for split, path in files.items() for line in (f"  - split: {split}", f"    path: {path}")]
+    body = [
+        "---", "", f"# {args.output_dir.name}", "",
+        "Real fluorescein angiograms, each paired with a photo-like source rendered from it (not a real photo) by "
+        "`train/make_angiogram_pairs.py` of ffa-diffusion; see its docstring for how and for what the source "
+        "cannot show.", "",
+        f"- Angiograms: `{args.input}`, split `{args.split}` (licence of the source data: {args.license})",
+        f"- Command: `{shlex.join(['python', 'train/make_angiogram_pairs.py', *sys.argv[1:]])}`",
+        f"- Rows: {len(rows)}; per disease/phase: " + "; ".join(f"{k} {v}" for k, v in sorted(counts.items())),
+        f"- Phase of the `disease_diagnosis` angiograms (not given by the source): `{args.diagnosis_phase}`",
+    ]
+    (args.output_dir / "README.md").write_text("\n".join(front + body) + "\n")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--input", type=Path, required=True, help="e.g. ../shared/data/ffa_real")
+    parser.add_argument("--split", default="train", help="sub-folder of each task: train or test")
+    parser.add_argument("--output_dir", type=Path, required=True)
+    parser.add_argument("--resolution", type=int, default=256, help="square side of the stored images")
+    parser.add_argument("--phases", nargs="+", default=["arterial", "early", "mid", "late"],
+                        help="target columns to write (the phantom's); each row fills its own phase's")
+    parser.add_argument("--diagnosis_phase", default="mid",
+                        help="phase of the disease_diagnosis angiograms: late venous / recirculation frames")
+    parser.add_argument("--license", default="apache-2.0", help="licence of the angiograms (huapu4/FFA: Apache-2.0)")
+    args = parser.parse_args(argv)
+    for phase in [*args.phases, args.diagnosis_phase]:
+        if phase not in PHASES:
+            parser.error(f"unknown phase {phase!r}; allowed: {list(PHASES)}")
+    needed = {args.diagnosis_phase, *PHASE_FOLDERS.values()} - set(args.phases)
+    if needed:
+        parser.error(f"--phases {args.phases} lacks {sorted(needed)}, the phase of some angiograms")
+    if args.resolution < 64:
+        parser.error(f"--resolution must be >= 64, got {args.resolution}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    rows, duplicates = make_rows(collect(args.input, args.split, args.diagnosis_phase), args.phases,
+                                 args.resolution, args.input)
+    files = write_parquet_splits({args.split: rows}, features(args.phases), args.output_dir)
+    write_card(args, files, rows)
+    print(f"{len(rows)} pairs ({duplicates} duplicate images left out) -> {args.output_dir / files[args.split]}")
+
+
+if __name__ == "__main__":
+    main()
