@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The default model shipped in assets/ffa-default: the exact commands (CPU, 2 cores; about 2 h in all).
+# The default model shipped in assets/ffa-default: the exact commands (CPU, 2 cores; about 3 h in all).
 set -euo pipefail
 P="python train/make_phantom_dataset.py --resolution 256 --phases arterial early mid late"
 # 1. Phantom data: 1500 eyes in CFP and UWF-SLO, OCT for only 60 eyes (a modality with few pairs).
@@ -35,10 +35,24 @@ python train/train_ffa.py --pretrained_ffa_model runs/ffa-small --train_full_une
   --train_batch_size 8 --learning_rate 2e-4 --lr_scheduler constant_with_warmup --lr_warmup_steps 50 \
   --max_train_steps "${FINETUNE_STEPS:-800}" --checkpointing_steps 400 --checkpoints_total_limit 1 \
   --output_dir runs/ffa-phantom-v2
+# 3c. Real anatomy (train/make_angiogram_pairs.py): the 84 train angiograms of ../shared/data/ffa_real, each paired
+#    with a photo-like source rendered from it, listed 3 times (each copy gets its own augmentation) beside 480 rows of
+#    the corrected phantom; 700 steps from 3b (19 min caching + 15 min training). Without it the model lays the
+#    phantom's anatomy over a real photo (its disc landed at the same place wherever the photo's disc was).
+python train/make_angiogram_pairs.py --input ../shared/data/ffa_real --split train --output_dir data/angiogram-pairs
+python train/train_ffa.py --pretrained_ffa_model runs/ffa-phantom-v2 --train_full_unet \
+  --train_data_dir data/phantom-train data/angiogram-pairs data/angiogram-pairs data/angiogram-pairs \
+  --max_train_samples 480 --target_image_column ffa_arterial,ffa_early,ffa_mid,ffa_late \
+  --phase_column ffa_arterial_seconds,ffa_early_seconds,ffa_mid_seconds,ffa_late_seconds \
+  --eye_id_column eye_id --alignment_loss_weight 0.1 --cache_latents --random_flip --random_rotation 10 \
+  --random_scale 0.1 --color_jitter 0.3 --input_representation grey_ridges --use_ema --ema_decay 0.995 \
+  --train_batch_size 8 --learning_rate 2e-4 --lr_scheduler constant_with_warmup --lr_warmup_steps 50 \
+  --max_train_steps 700 --checkpointing_steps 350 --checkpoints_total_limit 1 --output_dir runs/ffa-angio
 # 4. Sampling defaults from the sweep (experiments/sweep.sh) and the real-photo check: 4 steps with image guidance 2
-#    (its guidance branches run as one batch; median 0.95 s) follow the input better than 8 steps without.
-python train/set_sampling_defaults.py --model runs/ffa-phantom-v2 --scheduler ddim --num_inference_steps 4 \
+#    (its guidance branches run as one batch) follow the input better than 8 steps without. (In the shipped run they
+#    were set on runs/ffa-phantom-v2 before 3c, which carried them over: the same result.)
+python train/set_sampling_defaults.py --model runs/ffa-angio --scheduler ddim --num_inference_steps 4 \
   --image_guidance_scale 2 --label_guidance_scale 1
 # 5. Ship the pipeline alone (Hub layout, no checkpoints or logs); the model card assets/ffa-default/README.md is
 #    written by hand from the evaluation (experiments/evaluate_default.sh).
-python -c "from ffa_pipeline import FFADiffusionPipeline as P; P.from_pretrained('runs/ffa-phantom-v2').save_pretrained('assets/ffa-default')"
+python -c "from ffa_pipeline import FFADiffusionPipeline as P; P.from_pretrained('runs/ffa-angio').save_pretrained('assets/ffa-default')"

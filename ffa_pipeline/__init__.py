@@ -56,7 +56,7 @@ def load_default_pipeline(model_id: str | os.PathLike | None = None, **kwargs) -
     if model_id is not None:
         pipe = FFADiffusionPipeline.from_pretrained(model_id, **kwargs)
         pipe.is_untrained = False
-        pipe.is_embedded_default = model_id == DEFAULT_MODEL_DIR  # phantom-trained: the app says so
+        pipe.is_embedded_default = model_id == DEFAULT_MODEL_DIR  # small and CPU-trained: the app says what it can do
         return pipe
     from .model_config import build_pipeline
 

@@ -37,9 +37,10 @@ SYNTHETIC_MARK = "SYNTHETIC - not for diagnosis"
 SHORT_SYNTHETIC_MARK = "SYNTHETIC"  # for images too narrow for the full mark
 UNTRAINED_WARNING = "untrained demo model: output is random"
 EMBEDDED_DEFAULT_NOTE = (
-    "the embedded default model learnt from a simulated retina only: on real photos its angiogram has FFA's look "
-    "but follows the input loosely (a real colour photo: the main vessels in place, many vessels its own, the "
-    "disc misplaced, the fovea faint; ultra-widefield SLO: weakly) - see the README: The default model"
+    "the embedded default model learnt from a simulated retina and from real angiograms with photos rendered from "
+    "them, never from a real photo: on a real colour photo its angiogram puts the vessels and the disc in place, "
+    "but the fovea is too faint and lesions are not reliable; on ultra-widefield SLO it follows the input weakly - "
+    "see the README: The default model"
 )
 MAX_WORKING_SIDE = 1024  # uploads are shrunk to this: the model sees at most 512 px, outputs match the upload
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
