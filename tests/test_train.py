@@ -271,3 +271,13 @@ def test_a_folder_without_the_columns_is_named(phantom_dir, tmp_path):
         train_ffa.main(["--model_config", "tiny", *phantom_args(phantom_dir, tmp_path / "out", "--max_train_steps",
                                                                 "1")[2:], "--train_data_dir", str(phantom_dir),
                         str(other)])
+
+
+def test_a_folder_without_a_train_split_is_named(phantom_dir, tmp_path):
+    from datasets import Dataset
+
+    held_out = tmp_path / "held_out"
+    Dataset.from_dict({"x": [1, 2]}).to_parquet(held_out / "data" / "test-00000-of-00001.parquet")
+    with pytest.raises(ValueError, match=r"held_out: no 'train' split to train on; its splits: \['test'\]"):
+        train_ffa.main(["--model_config", "tiny", *phantom_args(phantom_dir, tmp_path / "out", "--max_train_steps",
+                                                                "1")[2:], "--train_data_dir", str(held_out)])

@@ -184,17 +184,20 @@ def load_data(args: argparse.Namespace, pipe: FFADiffusionPipeline, resolution: 
     """The HF dataset, its columns checked and its labels resolved against the model's own vocabulary."""
     spec = ColumnSpec.from_flags(args.source_image_column, args.target_image_column, args.phase_column,
                                  args.modality_column, args.disease_column, args.eye_id_column)
-    if args.dataset_name is not None:
-        parts = [load_dataset_fresh(args.dataset_name, args.dataset_config_name)["train"]]
-    else:
-        parts = [load_dataset_fresh(folder)["train"] for folder in args.train_data_dir]
+    sources = [args.dataset_name] if args.dataset_name is not None else args.train_data_dir
+    parts = []
+    for source in sources:
+        splits = load_dataset_fresh(source, args.dataset_config_name if args.dataset_name else None)
+        if "train" not in splits:
+            raise ValueError(f"{source}: no 'train' split to train on; its splits: {list(splits)}")
+        parts.append(splits["train"])
     if args.max_train_samples is not None:
         parts = [part.select(range(min(args.max_train_samples, len(part)))) for part in parts]
-    for folder, part in zip(args.train_data_dir or [args.dataset_name], parts):
+    for source, part in zip(sources, parts):
         try:
             check_columns(part, spec)
         except ValueError as error:
-            raise ValueError(f"{folder}: {error}") from None
+            raise ValueError(f"{source}: {error}") from None
     dataset = parts[0] if len(parts) == 1 else concatenate_columns(parts, spec)
     labels = resolve_labels(dataset, spec, pipe.modalities, pipe.diseases, pipe.phases, args.modality)
     return PairedFFADataset(dataset, spec, labels, resolution, seed=args.seed, random_flip=args.random_flip,
