@@ -1,13 +1,15 @@
 """Latency of the embedded default model: one 256x256 angiogram from a real colour fundus photo, default settings.
 
     .venv/bin/python benchmarks/bench_default_latency.py [--repeats 15] [--model assets/ffa-default]
+        [--num_inference_steps N --image_guidance_scale G]   # another setting than the checkpoint's
 
 The call is what the Quickstart and the app make: `pipe(photo, modality="cfp", phase=...)` with the checkpoint's
 own scheduler, steps and guidance (`pipe.sampling_settings()`), a PIL photo in (the 512x512 copy of
 scikit-image's CC0 retina in assets/examples, so field-of-view detection and resizing are included) and a PIL
 angiogram out. Wall time per call after `--warmup` untimed calls; median and min are reported, nothing is
 asserted. Writes
-`benchmarks/results/bench_default_latency.json`.
+`benchmarks/results/bench_default_latency.json`, with the CPU's model name and torch's SIMD level: the same
+"2-core machine" has been an AVX-512 one (0.85 s) and an AVX2 one (2.2 s) in different sessions.
 """
 
 from __future__ import annotations
@@ -28,12 +30,21 @@ ROOT = Path(__file__).resolve().parent.parent
 PHOTO = ROOT / "assets" / "examples" / "retina_skimage_cc0.png"
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux), which platform.processor() does not give."""
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "unknown")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="default: the embedded default model")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
+    parser.add_argument("--num_inference_steps", type=int, default=None, help="default: the checkpoint's own")
+    parser.add_argument("--image_guidance_scale", type=float, default=None, help="default: the checkpoint's own")
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results" / "bench_default_latency.json")
     args = parser.parse_args()
     if args.threads:
@@ -42,14 +53,15 @@ def main() -> None:
     pipe.set_progress_bar_config(disable=True)
     photo = PIL.Image.open(PHOTO).convert("RGB")
     phases = ["early", "late"]
+    settings = {"num_inference_steps": args.num_inference_steps, "image_guidance_scale": args.image_guidance_scale}
     for index in range(args.warmup):
-        pipe(photo, modality="cfp", phase=phases[index % 2], generator=torch.Generator().manual_seed(index))
+        pipe(photo, modality="cfp", phase=phases[index % 2], generator=torch.Generator().manual_seed(index), **settings)
     seconds = []
     for index in range(args.repeats):
         start = time.perf_counter()
-        pipe(photo, modality="cfp", phase=phases[index % 2], generator=torch.Generator().manual_seed(index))
+        pipe(photo, modality="cfp", phase=phases[index % 2], generator=torch.Generator().manual_seed(index), **settings)
         seconds.append(time.perf_counter() - start)
-    steps, image_guidance, label_guidance = pipe.sampling_settings()
+    steps, image_guidance, label_guidance = pipe.sampling_settings(**settings)
     result = {
         "model": str(args.model or "embedded default"), "untrained_fallback": bool(pipe.is_untrained),
         "input": f"{PHOTO.name} {photo.width}x{photo.height}", "output_px": pipe.default_resolution,
@@ -57,6 +69,7 @@ def main() -> None:
         "image_guidance_scale": image_guidance, "label_guidance_scale": label_guidance,
         "unet_branches": pipe._guidance_branches(),  # of the last call, made with the defaults
         "torch_threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
+        "cpu_model": cpu_model(), "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "repeats": args.repeats, "median_s": statistics.median(seconds), "min_s": min(seconds),
         "max_s": max(seconds),
     }

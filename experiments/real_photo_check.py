@@ -17,7 +17,12 @@ beside ours). Every input is framed by the pipeline's own processor, and the che
   upside down (its disc moves, the model's must follow; a model that draws the disc from a learnt prior fails);
 * fovea: mean output intensity in a disc of 0.05 x the field's width at the darkest point of the input's
   centre / mean output in the field of view (< 1: a dark fovea where the input has its macula), and the same
-  with the output flipped left-right (the fovea is off-centre, so a flipped output is not dark there).
+  with the output flipped left-right (the fovea is off-centre, so a flipped output is not dark there);
+* against the eye's real angiogram of the same phase (the UWF test triplets; roughly aligned with the SLO, framed
+  by the SLO's framing): the same vessel AUC against the real angiogram's vessels (its top 12 % bright ridges),
+  the disc offset from the real angiogram's brightest point (an SLO's own brightest points are often its
+  eyelids, so there the input's say little) and the output's darkness at the real angiogram's fovea (its darkest
+  point in the centre), each with the mirrored output as control.
 
 Writes `real_photo_check.png` (input | synthetic early | synthetic late | real early | real late) and
 `real_photo_check.json`. This is ours (not a library's): there is no standard check of anatomical faithfulness
@@ -54,28 +59,55 @@ def inputs() -> list[dict]:
     return cases
 
 
+def vessels_of(ridges: np.ndarray, field: np.ndarray) -> np.ndarray:
+    return (ridges >= np.quantile(ridges[field], 1 - VESSEL_FRACTION)) & field
+
+
+def fovea_of(grey: np.ndarray, field: np.ndarray) -> np.ndarray:
+    """A disc of 0.05 x the side at the darkest point of the image's centre (blurred): its fovea."""
+    side = grey.shape[0]
+    blurred = cv2.GaussianBlur(grey.astype(np.float32), (0, 0), side / 25)
+    centre = np.zeros_like(field)
+    centre[side // 4: 3 * side // 4, side // 4: 3 * side // 4] = True
+    y, x = np.unravel_index(np.where(centre & field, blurred, np.inf).argmin(), blurred.shape)
+    yy, xx = np.mgrid[:side, :side]
+    return (yy - y) ** 2 + (xx - x) ** 2 <= (0.05 * side) ** 2
+
+
 def anatomy_checks(source: np.ndarray, output: np.ndarray, field: np.ndarray) -> dict[str, float]:
-    """The three checks of the module docstring, for one framed input (HxWx3 float) and output (HxW float)."""
-    ridges = vessel_map(to_gray(source), vessels_dark=True)
-    vessels = (ridges >= np.quantile(ridges[field], 1 - VESSEL_FRACTION)) & field
+    """The input checks of the module docstring, for one framed input (HxWx3 float) and output (HxW float)."""
+    vessels = vessels_of(vessel_map(to_gray(source), vessels_dark=True), field)
     auc = vessel_auc(output, vessels, field)
     control = vessel_auc(np.ascontiguousarray(output[:, ::-1]), vessels, field)
     contrast_out = output[vessels].mean() / output[field & ~vessels].mean()
     grey_in = source.mean(axis=2)
     contrast_in = grey_in[vessels].mean() / grey_in[field & ~vessels].mean()
     side = source.shape[0]
-    blurred = cv2.GaussianBlur(grey_in.astype(np.float32), (0, 0), side / 25)
-    centre = np.zeros_like(field)
-    centre[side // 4: 3 * side // 4, side // 4: 3 * side // 4] = True
-    y, x = np.unravel_index(np.where(centre & field, blurred, np.inf).argmin(), blurred.shape)
-    yy, xx = np.mgrid[:side, :side]
-    fovea = (yy - y) ** 2 + (xx - x) ** 2 <= (0.05 * side) ** 2
+    fovea = fovea_of(grey_in, field)
     disc_in, disc_out = (brightest_point(image, field) for image in (grey_in, output))
     return {"vessel_auc": float(auc), "vessel_auc_flipped_control": float(control),
             "vessel_contrast_output": float(contrast_out), "vessel_contrast_input": float(contrast_in),
             "fovea_darkness_output": float(output[fovea].mean() / output[field].mean()),
             "fovea_darkness_flipped_control": float(output[:, ::-1][fovea].mean() / output[field].mean()),
             "disc_offset": float(np.hypot(*np.subtract(disc_in, disc_out)) / side)}
+
+
+def real_angiogram_checks(real: np.ndarray, output: np.ndarray, field: np.ndarray) -> dict[str, float]:
+    """The checks against the eye's real angiogram (HxW float, framed as the input) of the module docstring."""
+    field = field & (real > 0.02)  # the angiogram's own black surround and label box are no anatomy
+    vessels = vessels_of(vessel_map(to_gray(real), vessels_dark=False), field)
+    mirrored = np.ascontiguousarray(output[:, ::-1])
+    disc_real = brightest_point(real, field)
+    fovea = fovea_of(real, field)
+    side = real.shape[0]
+    return {"vessel_auc_vs_real": float(vessel_auc(output, vessels, field)),
+            "vessel_auc_vs_real_flipped_control": float(vessel_auc(mirrored, vessels, field)),
+            "disc_offset_vs_real": float(np.hypot(*np.subtract(disc_real, brightest_point(output, field))) / side),
+            "disc_offset_vs_real_flipped_control": float(
+                np.hypot(*np.subtract(disc_real, brightest_point(mirrored, field))) / side),
+            "fovea_darkness_vs_real": float(output[fovea].mean() / output[field].mean()),
+            "fovea_darkness_vs_real_flipped_control": float(mirrored[fovea].mean() / output[field].mean()),
+            "real_fovea_darkness": float(real[fovea].mean() / real[field].mean())}
 
 
 MOVES = {"rot90": lambda a: np.rot90(a, 1), "rot180": lambda a: np.rot90(a, 2), "rot270": lambda a: np.rot90(a, 3),
@@ -123,19 +155,18 @@ def main() -> None:
         framing = processor.frame(rgb)
         source = processor.apply_framing(rgb, framing, resolution)
         field = source.max(axis=2) > 0.04
-        tiles, report[case["name"]] = [source], {}
+        tiles, report[case["name"]], reals = [source], {}, {}
+        for phase, path in case["real"].items():
+            reals[phase] = processor.apply_framing(processor.to_float_rgb(PIL.Image.open(path)), framing, resolution)
         for phase in ("early", "late"):
             output = pipe(rgb, modality=case["modality"], phase=phase, output_type="np",
                           num_inference_steps=args.num_inference_steps, image_guidance_scale=args.image_guidance_scale,
                           generator=torch.Generator().manual_seed(args.seed)).images[0, ..., 0]
             report[case["name"]][phase] = anatomy_checks(source, output, field)
+            if phase in reals:
+                report[case["name"]][phase].update(real_angiogram_checks(reals[phase].mean(axis=2), output, field))
             tiles.append(np.repeat(output[..., None], 3, axis=2))
-        for phase in ("early", "late"):
-            if phase in case["real"]:
-                real = processor.to_float_rgb(PIL.Image.open(case["real"][phase]))
-                tiles.append(processor.apply_framing(real, processor.frame(real), resolution))
-            else:
-                tiles.append(np.zeros_like(source))
+        tiles += [reals.get(phase, np.zeros_like(source)) for phase in ("early", "late")]
         rows.append(np.concatenate(tiles, axis=1))
     photo = processor.to_float_rgb(PIL.Image.open(CFP_EXAMPLE))
     report["skimage retina (CFP), moved: disc offset"] = moved_disc_offsets(

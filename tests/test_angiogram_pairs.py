@@ -80,3 +80,63 @@ def test_phases_must_hold_every_angiograms_phase(tmp_path, capsys):
         make_angiogram_pairs.main(["--input", str(tmp_path), "--output_dir", str(tmp_path / "pairs"),
                                    "--phases", "early", "late"])
     assert "lacks ['arterial', 'mid']" in capsys.readouterr().err
+
+
+def write_uwf_triplets(root: Path, with_slo: bool = True) -> Path:
+    """Two eyes of the uwf_triplets layout: a 160x128 SLO and early/late angiograms with a bright vessel."""
+    (root / "train").mkdir(parents=True)
+    for i, eye in enumerate(("1", "2")):
+        if with_slo:
+            slo = np.zeros((128, 160, 3), np.uint8)
+            slo[..., 0], slo[..., 1] = 110, 120  # Optos pseudo-colour: red and green, no blue; fills the frame
+            PIL.Image.fromarray(slo).save(root / "train" / f"{eye}_slo.png")
+        for j, phase in enumerate(("early", "late")):
+            ffa = np.full((128, 160), 90 + 10 * i + 5 * j, np.uint8)  # four different images (no duplicates)
+            ffa[60:62, 10:150] = 230  # 2 px: 3 px at 256 px, a large UWF vessel
+            PIL.Image.fromarray(ffa).save(root / "train" / f"{eye}_ffa_{phase}.png")
+    return root
+
+
+def test_uwf_angiograms_are_framed_like_their_slo_and_drawn_in_its_pseudo_colour(tmp_path):
+    root = write_uwf_triplets(tmp_path / "uwf")
+    make_angiogram_pairs.main(["--input", str(root), "--layout", "uwf_triplets", "--output_dir",
+                               str(tmp_path / "pairs"), "--phases", "early", "late"])
+    rows = load_dataset_fresh(str(tmp_path / "pairs"))["train"]
+    assert len(rows) == 4 and set(rows["modality"]) == {"uwf_slo"} and set(rows["disease"]) == {"unknown"}
+    assert sorted(rows["eye_id"]) == ["uwf_slo_ffa/1"] * 2 + ["uwf_slo_ffa/2"] * 2
+    row = rows[0]
+    assert row["ffa_early_seconds"] == 30.0 and row["ffa_late"] is None
+    angiogram, photo = np.asarray(row["ffa_early"]), np.asarray(row["source_image"]).astype(float)
+    # the pipeline frames a full-frame 160x128 SLO as a 160 px square, padded with 16 px of black above and below;
+    # at 256 px the vessel (rows 60-61 of 128) lies at rows (60 + 16) x 1.6 = 122 to 124
+    assert angiogram.shape == (256, 256) and angiogram[:20].max() == 0 and angiogram[30:226].min() > 0
+    assert angiogram[123, 40:216].mean() > angiogram[90, 40:216].mean()
+    inside, vessel = photo[90, 40:216], photo[123, 40:216]
+    assert (inside[:, 2] < 0.1 * inside[:, 1]).all() and np.allclose(inside[:, 0], inside[:, 1], rtol=0.05)
+    assert vessel[:, 1].mean() < 0.9 * inside[:, 1].mean()  # the vessel is dark in the SLO-like source
+    assert "mit" in (tmp_path / "pairs" / "README.md").read_text()
+
+
+def test_a_uwf_angiogram_without_its_slo_is_an_error_naming_it(tmp_path):
+    root = write_uwf_triplets(tmp_path / "uwf", with_slo=False)
+    with pytest.raises(ValueError, match="no SLO 1_slo.png"):
+        make_angiogram_pairs.main(["--input", str(root), "--layout", "uwf_triplets", "--output_dir",
+                                   str(tmp_path / "pairs")])
+    assert not (tmp_path / "pairs").exists()
+
+
+def test_real_slo_source_pairs_each_angiogram_with_its_eyes_real_slo(tmp_path):
+    root = write_uwf_triplets(tmp_path / "uwf")
+    make_angiogram_pairs.main(["--input", str(root), "--layout", "uwf_triplets", "--real_slo_source",
+                               "--output_dir", str(tmp_path / "pairs"), "--phases", "early", "late"])
+    rows = load_dataset_fresh(str(tmp_path / "pairs"))["train"]
+    photo = np.asarray(rows[0]["source_image"]).astype(int)
+    assert tuple(photo[90, 100]) == (110, 120, 0) and photo[:20].max() == 0  # the SLO's pixels, framed
+    assert np.asarray(rows[0]["vessel_mask"])[123, 40:216].mean() > 0  # still the angiogram's vessels
+
+
+def test_real_slo_source_needs_the_uwf_layout(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        make_angiogram_pairs.main(["--input", str(tmp_path), "--output_dir", str(tmp_path / "pairs"),
+                                   "--real_slo_source"])
+    assert "--real_slo_source needs --layout uwf_triplets, got --layout ffa_real" in capsys.readouterr().err

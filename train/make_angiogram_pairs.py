@@ -13,9 +13,18 @@ orange. Through the model's "grey_ridges" input representation (CLAHE grey + rid
 real photo. What it cannot show is how pathology looks in a photo: leakage becomes a bright patch and
 non-perfusion a dark one, which a real photo does not have; the capillaries visible in FFA are left out.
 
-Layout of `--input` (the public huapu4/FFA set, `../shared/data/ffa_real`):
-`disease_diagnosis/<split>/<disease folder>/*.jpg` (phase not given: `--diagnosis_phase`) and
-`phase_identification/<split>/<phase folder>/*.jpg` (`non_ffa` holds non-angiograms and is skipped).
+Layouts of `--input` (`--layout`):
+- `ffa_real` (the public huapu4/FFA set, `../shared/data/ffa_real`; 45-55 degree angiograms -> `cfp` rows):
+  `disease_diagnosis/<split>/<disease folder>/*.jpg` (phase not given: `--diagnosis_phase`) and
+  `phase_identification/<split>/<phase folder>/*.jpg` (`non_ffa` holds non-angiograms and is skipped).
+- `uwf_triplets` (`../shared/data/uwf_slo_ffa`; 200-degree angiograms -> `uwf_slo` rows):
+  `<split>/<id>_ffa_early.png`, `<split>/<id>_ffa_late.png` beside `<split>/<id>_slo.png`. Each angiogram is framed
+  exactly as the pipeline frames that eye's real SLO and the source is drawn in the SLO's pseudo-colour (red and
+  green lasers, no blue), so the model sees real ultra-widefield anatomy at its real scale: a small disc, thin
+  vessels reaching the periphery. (Trained on the angiograms as `cfp` or as posterior-pole angiograms relabelled
+  `uwf_slo`, the model drew thick posterior-pole vessels over the whole UWF field.) With `--real_slo_source` the
+  source is the eye's real SLO instead (framed the same way, as acquired: a few pixels off the angiogram), so
+  that a model also sees what a real SLO looks like; the vessel mask is still the angiogram's.
 
 Output: the phantom's wide layout, so `train/train_ffa.py` reads both with the same flags and can concatenate
 them (`--train_data_dir data/phantom-train data/angiogram-pairs`): `eye_id`, `modality` (`cfp`), `source_image`,
@@ -32,6 +41,7 @@ import hashlib
 import shlex
 import sys
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -40,7 +50,7 @@ import PIL.Image
 from datasets import Features, Image, Value
 
 from ffa_pipeline.data import write_parquet_splits
-from ffa_pipeline.image_processing import vessel_map
+from ffa_pipeline.image_processing import FFAImageProcessor, vessel_map
 from ffa_pipeline.vocab import PHASES
 
 DISEASE_FOLDERS = {"normal": "normal", "brvo": "vein_occlusion", "with_np": "diabetic_retinopathy",
@@ -48,30 +58,49 @@ DISEASE_FOLDERS = {"normal": "normal", "brvo": "vein_occlusion", "with_np": "dia
 PHASE_FOLDERS = {"arterial_phase": "arterial", "venous_phase": "early"}
 SKIPPED_FOLDERS = ("non_ffa",)
 FUNDUS_ORANGE = (0.95, 0.6, 0.25)  # gain of R, G, B on the fundus tone: an orange fundus with a green channel
+SLO_PSEUDO_COLOUR = (0.9, 0.9, 0.05)  # Optos: red ~ green laser, no blue (the real SLOs' median R, G, B ~ 1 : 1 : 0.05)
 
 
-def photo_from_angiogram(angiogram: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+@dataclass(frozen=True)
+class Layout:
+    """How one input layout's angiograms become rows."""
+
+    modality: str
+    palette: tuple[float, float, float]  # gain of R, G, B on the grey fundus
+    license: str
+    vessel_width: float  # the larger vessels' width in pixels at 256 px
+    vessel_contrast: float  # how much darker than the fundus a vessel is drawn (real UWF SLO vessels are faint)
+
+
+LAYOUTS = {"ffa_real": Layout("cfp", FUNDUS_ORANGE, "apache-2.0", vessel_width=1.0, vessel_contrast=0.55),
+           "uwf_triplets": Layout("uwf_slo", SLO_PSEUDO_COLOUR, "mit", vessel_width=0.6, vessel_contrast=0.35)}
+UWF_PHASES = ("early", "late")
+
+
+def photo_from_angiogram(angiogram: np.ndarray, layout: Layout = LAYOUTS["ffa_real"]) -> tuple[np.ndarray, np.ndarray]:
     """HxW uint8 angiogram -> (HxWx3 float32 photo-like image in [0, 1] of the same anatomy, HxW bool mask of the
     vessels drawn in it); see the module docstring. Scales are fractions of the side: any resolution, same picture.
+    `layout` gives the colours (a photo's orange or an SLO's pseudo-colour) and the vessels' width and contrast.
     """
     side = angiogram.shape[0]
     grey = angiogram.astype(np.float32) / 255.0
     field = cv2.erode((cv2.GaussianBlur(grey, (0, 0), 0.008 * side) > 0.03).astype(np.uint8),
                       cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (int(0.035 * side) | 1,) * 2)).astype(bool)
-    vessel_width = side / 256
+    vessel_width = layout.vessel_width * side / 256
     vessels = vessel_map(angiogram, vessels_dark=False, sigmas=(vessel_width, 2 * vessel_width))
     vessels = np.clip((vessels - 0.25) / 0.75, 0.0, 1.0)  # the larger vessels; FFA also shows capillaries
     no_vessels = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (int(0.03 * side) | 1,) * 2)
     background = cv2.GaussianBlur(cv2.morphologyEx(grey, cv2.MORPH_OPEN, no_vessels), (0, 0), 0.015 * side)
     low, high = np.percentile(background[field], [2, 98]) if field.any() else (0.0, 1.0)
     tone = 0.5 + 0.3 * np.clip((background - low) / (high - low + 1e-6), 0.0, 1.0)
-    fundus = tone * (1.0 - 0.55 * vessels) * field
-    photo = np.clip(fundus[..., None] * np.array(FUNDUS_ORANGE, np.float32), 0.0, 1.0).astype(np.float32)
+    fundus = tone * (1.0 - layout.vessel_contrast * vessels) * field
+    photo = np.clip(fundus[..., None] * np.array(layout.palette, np.float32), 0.0, 1.0).astype(np.float32)
     return photo, (vessels > 0) & field
 
 
 def collect(root: Path, split: str, diagnosis_phase: str) -> list[tuple[Path, str, str]]:
-    """(path, disease, phase) of every angiogram of `split`; an unknown folder is an error naming the known ones."""
+    """(path, disease, phase) of every angiogram of `split` in the `ffa_real` layout; an unknown folder is an error
+    naming the known ones."""
     found = []
     for task, folders, label in (("disease_diagnosis", DISEASE_FOLDERS, "disease"),
                                  ("phase_identification", PHASE_FOLDERS, "phase")):
@@ -91,6 +120,37 @@ def collect(root: Path, split: str, diagnosis_phase: str) -> list[tuple[Path, st
     return found
 
 
+def collect_uwf(root: Path, split: str) -> list[tuple[Path, str, str]]:
+    """(path, disease, phase) of every angiogram of `split` in the `uwf_triplets` layout (disease not given)."""
+    found = [(path, "unknown", phase) for path in sorted((root / split).glob("*_ffa_*.png"))
+             for phase in UWF_PHASES if path.stem.endswith(f"_ffa_{phase}")]
+    if not found:
+        raise ValueError(f"no angiogram under {root}/{split}/<id>_ffa_{{{','.join(UWF_PHASES)}}}.png")
+    for path, _, _ in found:
+        slo = uwf_slo_path(path)
+        if not slo.is_file():
+            raise ValueError(f"{path}: no SLO {slo.name} beside it to frame it by")
+    return found
+
+
+def uwf_slo_path(angiogram_path: Path) -> Path:
+    return angiogram_path.with_name(angiogram_path.name.split("_ffa_")[0] + "_slo.png")
+
+
+def load_angiogram(path: Path, layout: str, resolution: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """(the angiogram as a square uint8 grey image at `resolution`, framed as the pipeline frames its source;
+    for `uwf_triplets` the eye's real SLO framed the same way, HxWx3 float in [0, 1], else None)."""
+    if layout == "ffa_real":
+        grey = np.asarray(PIL.Image.open(path).convert("L"))
+        return cv2.resize(grey, (resolution, resolution), interpolation=cv2.INTER_AREA), None
+    processor = FFAImageProcessor(resolution=resolution)
+    slo = processor.to_float_rgb(uwf_slo_path(path))
+    framing = processor.frame(slo)
+    grey = np.asarray(PIL.Image.open(path).convert("L"), dtype=np.float32)[..., None] / 255.0
+    angiogram = (processor.apply_framing(grey, framing, resolution)[..., 0] * 255).round().astype(np.uint8)
+    return angiogram, processor.apply_framing(slo, framing, resolution)
+
+
 def features(phases: list[str]) -> Features:
     columns = {"eye_id": Value("string"), "modality": Value("string"), "source_image": Image()}
     for phase in phases:
@@ -100,18 +160,20 @@ def features(phases: list[str]) -> Features:
 
 
 def make_rows(found: list[tuple[Path, str, str]], phases: list[str], resolution: int,
-              root: Path) -> tuple[list[dict], int]:
+              root: Path, layout: str = "ffa_real", real_slo_source: bool = False) -> tuple[list[dict], int]:
     """Dataset rows (images as PNG bytes) and the number of duplicates left out."""
     rows, seen = [], set()
     for path, disease, phase in found:
-        angiogram = cv2.resize(np.asarray(PIL.Image.open(path).convert("L")), (resolution, resolution),
-                               interpolation=cv2.INTER_AREA)
+        angiogram, slo = load_angiogram(path, layout, resolution)
         digest = hashlib.sha256(angiogram.tobytes()).hexdigest()
         if digest in seen:
             continue
         seen.add(digest)
-        photo, vessels = photo_from_angiogram(angiogram)
-        row = {"eye_id": f"ffa_real/{digest[:12]}", "modality": "cfp",
+        photo, vessels = photo_from_angiogram(angiogram, LAYOUTS[layout])
+        if real_slo_source:
+            photo = slo
+        eye_id = f"ffa_real/{digest[:12]}" if layout == "ffa_real" else f"uwf_slo_ffa/{path.name.split('_ffa_')[0]}"
+        row = {"eye_id": eye_id, "modality": LAYOUTS[layout].modality,
                "source_image": PIL.Image.fromarray((photo * 255).round().astype(np.uint8)),
                "vessel_mask": PIL.Image.fromarray(vessels.astype(np.uint8) * 255),
                "disease": disease, "source_path": path.relative_to(root).as_posix()}
@@ -137,14 +199,19 @@ def write_card(args: argparse.Namespace, files: dict[str, str], rows: list[dict]
         f"- Angiograms: `{args.input}`, split `{args.split}` (licence of the source data: {args.license})",
         f"- Command: `{shlex.join(['python', 'train/make_angiogram_pairs.py', *sys.argv[1:]])}`",
         f"- Rows: {len(rows)}; per disease/phase: " + "; ".join(f"{k} {v}" for k, v in sorted(counts.items())),
-        f"- Phase of the `disease_diagnosis` angiograms (not given by the source): `{args.diagnosis_phase}`",
     ]
+    if args.layout == "ffa_real":
+        body.append(f"- Phase of the `disease_diagnosis` angiograms (not given): `{args.diagnosis_phase}`")
     (args.output_dir / "README.md").write_text("\n".join(front + body) + "\n")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--input", type=Path, required=True, help="e.g. ../shared/data/ffa_real")
+    parser.add_argument("--input", type=Path, required=True,
+                        help="e.g. ../shared/data/ffa_real or ../shared/data/uwf_slo_ffa")
+    parser.add_argument("--layout", choices=sorted(LAYOUTS), default="ffa_real",
+                        help="ffa_real: huapu4/FFA folders (cfp rows); uwf_triplets: <id>_ffa_<phase>.png beside "
+                             "<id>_slo.png (uwf_slo rows)")
     parser.add_argument("--split", default="train", help="sub-folder of each task: train or test")
     parser.add_argument("--output_dir", type=Path, required=True)
     parser.add_argument("--resolution", type=int, default=256, help="square side of the stored images")
@@ -152,12 +219,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="target columns to write (the phantom's); each row fills its own phase's")
     parser.add_argument("--diagnosis_phase", default="mid",
                         help="phase of the disease_diagnosis angiograms: late venous / recirculation frames")
-    parser.add_argument("--license", default="apache-2.0", help="licence of the angiograms (huapu4/FFA: Apache-2.0)")
+    parser.add_argument("--license", default=None,
+                        help="licence of the angiograms (default: the layout's: huapu4/FFA Apache-2.0, LPUWF-LDM MIT)")
+    parser.add_argument("--real_slo_source", action="store_true",
+                        help="uwf_triplets: the eye's real SLO as the source (as acquired), not one rendered")
     args = parser.parse_args(argv)
+    if args.real_slo_source and args.layout != "uwf_triplets":
+        parser.error(f"--real_slo_source needs --layout uwf_triplets, got --layout {args.layout}")
+    args.license = args.license or LAYOUTS[args.layout].license
     for phase in [*args.phases, args.diagnosis_phase]:
         if phase not in PHASES:
             parser.error(f"unknown phase {phase!r}; allowed: {list(PHASES)}")
-    needed = {args.diagnosis_phase, *PHASE_FOLDERS.values()} - set(args.phases)
+    own_phases = {args.diagnosis_phase, *PHASE_FOLDERS.values()} if args.layout == "ffa_real" else set(UWF_PHASES)
+    needed = own_phases - set(args.phases)
     if needed:
         parser.error(f"--phases {args.phases} lacks {sorted(needed)}, the phase of some angiograms")
     if args.resolution < 64:
@@ -167,8 +241,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    rows, duplicates = make_rows(collect(args.input, args.split, args.diagnosis_phase), args.phases,
-                                 args.resolution, args.input)
+    if args.layout == "ffa_real":
+        found = collect(args.input, args.split, args.diagnosis_phase)
+    else:
+        found = collect_uwf(args.input, args.split)
+    rows, duplicates = make_rows(found, args.phases, args.resolution, args.input, args.layout, args.real_slo_source)
     files = write_parquet_splits({args.split: rows}, features(args.phases), args.output_dir)
     write_card(args, files, rows)
     print(f"{len(rows)} pairs ({duplicates} duplicate images left out) -> {args.output_dir / files[args.split]}")
