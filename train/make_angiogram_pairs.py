@@ -27,9 +27,9 @@ Layouts of `--input` (`--layout`):
   that a model also sees what a real SLO looks like; the vessel mask is still the angiogram's.
 
 Output: the phantom's wide layout, so `train/train_ffa.py` reads both with the same flags and can concatenate
-them (`--train_data_dir data/phantom-train data/angiogram-pairs`): `eye_id`, `modality` (`cfp`), `source_image`,
-`ffa_<phase>` and `ffa_<phase>_seconds` for `--phases` (only the angiogram's own phase is filled, the others are
-empty), `vessel_mask` (0/255: the vessels drawn into the photo, from the angiogram's ridge map, not a manual
+them (`--train_data_dir data/phantom-train data/angiogram-pairs`): `eye_id`, `modality` (`cfp`; `uwf_slo` for
+`uwf_triplets`), `source_image`, `ffa_<phase>` and `ffa_<phase>_seconds` for `--phases` (only the angiogram's own
+phase is filled, the others are empty), `vessel_mask` (0/255: the vessels drawn into the photo, from the angiogram's ridge map, not a manual
 tracing; for the vessel AUC of `train/evaluate.py`), `disease`, `source_path`. An image seen twice (same pixels)
 is kept once. `--split test` gives held-out pairs for `train/evaluate.py`.
 """
@@ -193,9 +193,12 @@ def write_card(args: argparse.Namespace, files: dict[str, str], rows: list[dict]
     front += [line for split, path in files.items() for line in (f"  - split: {split}", f"    path: {path}")]
     body = [
         "---", "", f"# {args.output_dir.name}", "",
-        "Real fluorescein angiograms, each paired with a photo-like source rendered from it (not a real photo) by "
-        "`train/make_angiogram_pairs.py` of ffa-diffusion; see its docstring for how and for what the source "
-        "cannot show.", "",
+        ("Real ultra-widefield fluorescein angiograms, each paired with its eye's real SLO as acquired (a few "
+         "pixels off), framed as the pipeline frames the SLO, by `train/make_angiogram_pairs.py` of ffa-diffusion."
+         if args.real_slo_source else
+         "Real fluorescein angiograms, each paired with a photo-like source rendered from it (not a real photo) by "
+         "`train/make_angiogram_pairs.py` of ffa-diffusion; see its docstring for how and for what the source "
+         "cannot show."), "",
         f"- Angiograms: `{args.input}`, split `{args.split}` (licence of the source data: {args.license})",
         f"- Command: `{shlex.join(['python', 'train/make_angiogram_pairs.py', *sys.argv[1:]])}`",
         f"- Rows: {len(rows)}; per disease/phase: " + "; ".join(f"{k} {v}" for k, v in sorted(counts.items())),
