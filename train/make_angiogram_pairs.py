@@ -23,7 +23,7 @@ Layouts of `--input` (`--layout`):
   green lasers, no blue), so the model sees real ultra-widefield anatomy at its real scale: a small disc, thin
   vessels reaching the periphery. (Trained on the angiograms as `cfp` or as posterior-pole angiograms relabelled
   `uwf_slo`, the model drew thick posterior-pole vessels over the whole UWF field.) With `--real_slo_source` the
-  source is the eye's real SLO instead (framed the same way, as acquired: a few pixels off the angiogram), so
+  source is the eye's real SLO instead (framed the same way, as acquired: not pixel-aligned with the angiogram), so
   that a model also sees what a real SLO looks like; the vessel mask is still the angiogram's.
 
 Output: the phantom's wide layout, so `train/train_ffa.py` reads both with the same flags and can concatenate
@@ -193,8 +193,8 @@ def write_card(args: argparse.Namespace, files: dict[str, str], rows: list[dict]
     front += [line for split, path in files.items() for line in (f"  - split: {split}", f"    path: {path}")]
     body = [
         "---", "", f"# {args.output_dir.name}", "",
-        ("Real ultra-widefield fluorescein angiograms, each paired with its eye's real SLO as acquired (a few "
-         "pixels off), framed as the pipeline frames the SLO, by `train/make_angiogram_pairs.py` of ffa-diffusion."
+        ("Real ultra-widefield fluorescein angiograms, each paired with its eye's real SLO as acquired (not "
+         "pixel-aligned), framed as the pipeline frames the SLO, by `train/make_angiogram_pairs.py` of ffa-diffusion."
          if args.real_slo_source else
          "Real fluorescein angiograms, each paired with a photo-like source rendered from it (not a real photo) by "
          "`train/make_angiogram_pairs.py` of ffa-diffusion; see its docstring for how and for what the source "
