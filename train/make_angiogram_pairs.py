@@ -133,8 +133,13 @@ def collect_uwf(root: Path, split: str) -> list[tuple[Path, str, str]]:
     return found
 
 
+def uwf_eye(angiogram_path: Path) -> str:
+    """The eye id of `<id>_ffa_<phase>.png`."""
+    return angiogram_path.name.split("_ffa_")[0]
+
+
 def uwf_slo_path(angiogram_path: Path) -> Path:
-    return angiogram_path.with_name(angiogram_path.name.split("_ffa_")[0] + "_slo.png")
+    return angiogram_path.with_name(uwf_eye(angiogram_path) + "_slo.png")
 
 
 def load_angiogram(path: Path, layout: str, resolution: int) -> tuple[np.ndarray, np.ndarray | None]:
@@ -172,7 +177,7 @@ def make_rows(found: list[tuple[Path, str, str]], phases: list[str], resolution:
         photo, vessels = photo_from_angiogram(angiogram, LAYOUTS[layout])
         if real_slo_source:
             photo = slo
-        eye_id = f"ffa_real/{digest[:12]}" if layout == "ffa_real" else f"uwf_slo_ffa/{path.name.split('_ffa_')[0]}"
+        eye_id = f"ffa_real/{digest[:12]}" if layout == "ffa_real" else f"uwf_slo_ffa/{uwf_eye(path)}"
         row = {"eye_id": eye_id, "modality": LAYOUTS[layout].modality,
                "source_image": PIL.Image.fromarray((photo * 255).round().astype(np.uint8)),
                "vessel_mask": PIL.Image.fromarray(vessels.astype(np.uint8) * 255),
