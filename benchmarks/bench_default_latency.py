@@ -67,7 +67,7 @@ def main() -> None:
         "input": f"{PHOTO.name} {photo.width}x{photo.height}", "output_px": pipe.default_resolution,
         "scheduler": type(pipe.scheduler).__name__, "num_inference_steps": steps,
         "image_guidance_scale": image_guidance, "label_guidance_scale": label_guidance,
-        "unet_branches": pipe._guidance_branches(),  # of the last call, made with these settings
+        "unet_branches": list(pipe._guidance_branches()),  # of the last call, made with these settings
         "torch_threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
         "cpu_model": cpu_model(), "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "repeats": args.repeats, "median_s": statistics.median(seconds), "min_s": min(seconds),

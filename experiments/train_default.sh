@@ -48,6 +48,18 @@ python train/train_ffa.py --pretrained_ffa_model runs/ffa-phantom-v2 --train_ful
   --random_scale 0.1 --color_jitter 0.3 --input_representation grey_ridges --use_ema --ema_decay 0.995 \
   --train_batch_size 8 --learning_rate 2e-4 --lr_scheduler constant_with_warmup --lr_warmup_steps 50 \
   --max_train_steps 700 --checkpointing_steps 350 --checkpoints_total_limit 1 --output_dir runs/ffa-angio
+# 3d. Latency: the same weights with 4 attention heads of 16 channels at 32x32 latents instead of diffusers'
+#    16 of 4 (the small config's `attention_head_dim` 16 is read as a head count), then 700 steps on the data of 3c
+#    to tune to the new split. The CPU flash-attention kernel is slow for 4-channel heads: at 32x32 latents they took
+#    0.7 of the 1.7 s of a default call on the AVX2-only machine of 2026-11-30.
+python train/train_ffa.py --pretrained_ffa_model runs/ffa-angio --unet_attention_heads 16 4 16 --train_full_unet \
+  --train_data_dir data/phantom-train data/angiogram-pairs data/angiogram-pairs data/angiogram-pairs \
+  --max_train_samples 480 --target_image_column ffa_arterial,ffa_early,ffa_mid,ffa_late \
+  --phase_column ffa_arterial_seconds,ffa_early_seconds,ffa_mid_seconds,ffa_late_seconds \
+  --eye_id_column eye_id --alignment_loss_weight 0.1 --cache_latents --random_flip --random_rotation 10 \
+  --random_scale 0.1 --color_jitter 0.3 --input_representation grey_ridges --use_ema --ema_decay 0.995 \
+  --train_batch_size 8 --learning_rate 2e-4 --lr_scheduler constant_with_warmup --lr_warmup_steps 50 \
+  --max_train_steps 700 --checkpointing_steps 350 --checkpoints_total_limit 1 --output_dir runs/ffa-heads
 # 4. Sampling defaults from the sweep (experiments/sweep.sh) and the real-photo check: 4 steps with image guidance 2
 #    (its guidance branches run as one batch) follow the input better than 8 steps without. (In the shipped run they
 #    were set on runs/ffa-phantom-v2 before 3c, which carried them over: the same result.)

@@ -79,11 +79,24 @@ def test_batch_element_does_not_depend_on_its_neighbours(tiny_pipe, fundus_like)
     np.testing.assert_allclose(alone, batched, atol=1e-5)
 
 
-@pytest.mark.parametrize(("image_scale", "label_scale"), [(1.0, 1.0), (1.0, 2.0), (2.0, 3.0)])
-def test_guidance_branches(tiny_pipe, fundus_like, image_scale, label_scale):
-    out = tiny_pipe(fundus_like, image_guidance_scale=image_scale, label_guidance_scale=label_scale,
-                    output_type="np", generator=seeded(), **FAST)
+@pytest.mark.parametrize(("image_scale", "label_scale", "unet_batch"),
+                         [(1.0, 1.0, 1), (1.0, 2.0, 2), (2.0, 1.0, 2), (2.0, 3.0, 3)])
+def test_guidance_runs_only_the_branches_it_needs(tiny_pipe, fundus_like, image_scale, label_scale, unet_batch):
+    batches = []
+    hook = tiny_pipe.unet.register_forward_pre_hook(lambda module, args: batches.append(args[0].shape[0]))
+    try:
+        out = tiny_pipe(fundus_like, image_guidance_scale=image_scale, label_guidance_scale=label_scale,
+                        output_type="np", generator=seeded(), **FAST)
+    finally:
+        hook.remove()
     assert np.isfinite(out.images).all()
+    assert set(batches) == {unet_batch}
+
+
+def test_image_guidance_alone_changes_the_output(tiny_pipe, fundus_like):
+    plain, guided = (tiny_pipe(fundus_like, image_guidance_scale=scale, label_guidance_scale=1.0, output_type="np",
+                               generator=seeded(), **FAST).images for scale in (1.0, 3.0))
+    assert np.abs(plain - guided).max() > 1e-4
 
 
 def test_output_size_input_restores_size_and_explicit_size(tiny_pipe, fundus_like):

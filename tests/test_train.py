@@ -90,6 +90,29 @@ def test_lora_run_writes_an_adapter_that_loads(phantom_dir, base_model, tmp_path
     assert "not for diagnosis" in (tmp_path / "README.md").read_text()
 
 
+def test_attention_heads_are_regrouped_and_trained(phantom_dir, base_model, tmp_path):
+    train_ffa.main(["--pretrained_ffa_model", str(base_model), "--train_full_unet", "--unet_attention_heads", "4", "2",
+                    *phantom_args(phantom_dir, tmp_path, "--max_train_steps", "2")])
+    trained = FFADiffusionPipeline.from_pretrained(tmp_path)
+    assert trained.unet.config.attention_head_dim == [4, 2]
+    assert {block.attentions[0].transformer_blocks[0].attn1.heads for block in trained.unet.down_blocks
+            if hasattr(block, "attentions")} == {2}
+    trained.set_progress_bar_config(disable=True)
+    image = trained(np.full((40, 40, 3), 140, np.uint8), num_inference_steps=2, output_type="np").images
+    assert np.isfinite(image).all()
+
+
+def test_regrouping_keeps_the_weights_and_rejects_a_bad_split(base_model):
+    unet = FFADiffusionPipeline.from_pretrained(base_model).unet
+    regrouped = train_ffa.regroup_attention_heads(unet, [2, 8])
+    for name, weight in unet.state_dict().items():
+        assert torch.equal(weight, regrouped.state_dict()[name])
+    with pytest.raises(ValueError, match=r"--unet_attention_heads \[4, 3\].*32 channels"):
+        train_ffa.regroup_attention_heads(unet, [4, 3])
+    with pytest.raises(ValueError, match="one count per down block"):
+        train_ffa.regroup_attention_heads(unet, [4])
+
+
 def test_trained_pipeline_loads_without_the_package(phantom_dir, tmp_path):
     train_ffa.main(["--model_config", "tiny", *phantom_args(phantom_dir, tmp_path, "--max_train_steps", "2")])
     script = (
