@@ -3,8 +3,15 @@ import pytest
 import torch
 from PIL import Image
 from skimage.data import retina
+from skimage.filters import sato
 
-from ffa_pipeline.image_processing import FFAImageProcessor, Framing, to_input_representation
+from ffa_pipeline.image_processing import (
+    FFAImageProcessor,
+    Framing,
+    _dark_and_bright_ridges,
+    _scaled,
+    to_input_representation,
+)
 
 RESOLUTION = 128
 
@@ -265,3 +272,10 @@ def test_grey_ridges_input_is_the_same_for_dark_and_bright_vessel_renderings():
     assert represented[2, 2, 1:].max() == 0  # nothing but black outside the field of view
     with pytest.raises(ValueError, match=r"'hsv'.*\['rgb', 'grey_ridges'\]"):
         to_input_representation(dark, "hsv")
+
+
+def test_dark_and_bright_ridges_equal_two_sato_calls():
+    image = np.random.default_rng(0).random((48, 40)).astype(np.float32)
+    dark, bright = _dark_and_bright_ridges(image, (1.0, 2.0))
+    np.testing.assert_array_equal(dark, _scaled(sato(image, sigmas=[1.0, 2.0], black_ridges=True)))
+    np.testing.assert_array_equal(bright, _scaled(sato(image, sigmas=[1.0, 2.0], black_ridges=False)))

@@ -131,9 +131,12 @@ def test_recommended_sampling_settings_travel_with_the_checkpoint(saved, tmp_pat
     shutil.copytree(saved, model)
     (model / "README.md").write_text("card")
     script.main(["--model", str(model), "--scheduler", "unipc", "--num_inference_steps", "3",
-                 "--label_guidance_scale", "1.0"])
+                 "--label_guidance_scale", "1.0", "--timestep_spacing", "trailing"])
     pipe = FFADiffusionPipeline.from_pretrained(model)
     assert type(pipe.scheduler).__name__ == "UniPCMultistepScheduler"
+    assert pipe.scheduler.config.timestep_spacing == "trailing"
+    pipe.scheduler.set_timesteps(3)
+    assert int(pipe.scheduler.timesteps[0]) == pipe.scheduler.config.num_train_timesteps - 1
     assert pipe.sampling_settings() == (3, 1.5, 1.0)
     assert pipe.sampling_settings(5, 2.0, None) == (5, 2.0, 1.0)
     assert (model / "README.md").read_text() == "card" and not model.with_name("model.old").exists()

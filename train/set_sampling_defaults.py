@@ -1,7 +1,7 @@
 """Record a checkpoint's recommended sampling settings (scheduler, steps, guidance) in the checkpoint itself.
 
     python train/set_sampling_defaults.py --model runs/ffa-small --scheduler unipc --num_inference_steps 8 \\
-        --image_guidance_scale 1.0 --label_guidance_scale 1.5
+        --image_guidance_scale 1.0 --label_guidance_scale 1.5 [--timestep_spacing trailing]
 
 Pick them from `train/evaluate.py --steps_sweep` (the fastest setting within noise of the best quality). The
 pipeline, the app and the command line use them whenever a caller does not choose; callers still can. The
@@ -18,6 +18,8 @@ from pathlib import Path
 from ffa_pipeline import FFADiffusionPipeline
 from ffa_pipeline.pipeline_ffa import SCHEDULERS, make_scheduler
 
+TIMESTEP_SPACINGS = ["leading", "trailing", "linspace"]  # diffusers' schedulers' `timestep_spacing` values
+
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -25,6 +27,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--like", metavar="MODEL", default=None, help="start from this checkpoint's scheduler and "
                         "settings (e.g. to compare a model trained from scratch with the default model fairly)")
     parser.add_argument("--scheduler", choices=list(SCHEDULERS), default=None, help="default: keep the current one")
+    parser.add_argument("--timestep_spacing", choices=TIMESTEP_SPACINGS, default=None,
+                        help="the scheduler's choice of timesteps; 'trailing' starts from the last training timestep, "
+                        "which few steps need (Lin et al. 2024). Default: keep the current one")
     parser.add_argument("--num_inference_steps", type=int, default=None)
     parser.add_argument("--image_guidance_scale", type=float, default=None)
     parser.add_argument("--label_guidance_scale", type=float, default=None)
@@ -47,11 +52,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     pipe = FFADiffusionPipeline.from_pretrained(model)
     if args.like is not None:
         reference = FFADiffusionPipeline.from_pretrained(args.like)
-        pipe.scheduler = type(reference.scheduler).from_config(pipe.scheduler.config)
+        pipe.scheduler = type(reference.scheduler).from_config(
+            pipe.scheduler.config, timestep_spacing=reference.scheduler.config.timestep_spacing)
         pipe.register_to_config(**{key: reference.config[key] for key in (
             "default_num_inference_steps", "default_image_guidance_scale", "default_label_guidance_scale")})
     if args.scheduler is not None:
         pipe.scheduler = make_scheduler(args.scheduler, pipe.scheduler.config)
+    if args.timestep_spacing is not None:
+        pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config,
+                                                          timestep_spacing=args.timestep_spacing)
     steps, image_guidance, label_guidance = pipe.sampling_settings(
         args.num_inference_steps, args.image_guidance_scale, args.label_guidance_scale
     )
@@ -67,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     model.rename(previous)
     staging.rename(model)
     shutil.rmtree(previous)
-    print(f"{model}: {type(pipe.scheduler).__name__}, {steps} steps, image guidance {image_guidance:g}, "
+    print(f"{model}: {type(pipe.scheduler).__name__} ({pipe.scheduler.config.timestep_spacing} timesteps), {steps} steps, image guidance {image_guidance:g}, "
           f"label guidance {label_guidance:g}")
 
 
