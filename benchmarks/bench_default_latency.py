@@ -9,7 +9,8 @@ scikit-image's CC0 retina in assets/examples, so field-of-view detection and res
 angiogram out. Wall time per call after `--warmup` untimed calls; median and min are reported, nothing is
 asserted. Writes
 `benchmarks/results/bench_default_latency.json`, with the CPU's model name and torch's SIMD level: the same
-"2-core machine" gave 0.85 s in some sessions and 2.2 s (an AVX2-only AMD EPYC) in another.
+"2-core machine" gave the previous default model 0.85 s in some sessions and 2.2 s (an AVX2-only AMD EPYC) in
+another.
 """
 
 from __future__ import annotations

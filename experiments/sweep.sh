@@ -10,7 +10,7 @@ COMMON=(--model "$MODEL" --train_data_dir data/phantom-test --max_samples 9 --ta
 python train/evaluate.py "${COMMON[@]}" --image_guidance_scale 1 --label_guidance_scale 1 \
   --steps_sweep 2 4 8 16 32 50 --sweep_schedulers ddim dpm++ unipc --output_dir "$OUT/steps"
 RUNS=()
-for GUIDANCE in "1 1" "1 1.5" "1 2.5" "1.5 1.5" "2 1"; do
+for GUIDANCE in "1 1" "1 1.5" "1 2.5" "1.5 1.5" "1.5 1" "2 1" "3 1"; do
   set -- $GUIDANCE
   RUNS+=("image $1, label $2=$OUT/guidance-$1-$2")
   python train/evaluate.py "${COMMON[@]}" --scheduler "${SCHEDULER:-ddim}" --num_inference_steps "${STEPS:-8}" \

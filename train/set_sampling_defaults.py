@@ -76,8 +76,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     model.rename(previous)
     staging.rename(model)
     shutil.rmtree(previous)
-    print(f"{model}: {type(pipe.scheduler).__name__} ({pipe.scheduler.config.timestep_spacing} timesteps), {steps} steps, image guidance {image_guidance:g}, "
-          f"label guidance {label_guidance:g}")
+    print(f"{model}: {type(pipe.scheduler).__name__} ({pipe.scheduler.config.timestep_spacing} timesteps), "
+          f"{steps} steps, image guidance {image_guidance:g}, label guidance {label_guidance:g}")
 
 
 if __name__ == "__main__":

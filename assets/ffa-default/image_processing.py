@@ -18,6 +18,7 @@ import PIL.Image
 import torch
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.image_processor import VaeImageProcessor
+from skimage.feature import hessian_matrix, hessian_matrix_eigvals
 from skimage.filters import sato
 
 ACCEPTED_TYPES = "PIL.Image.Image, numpy.ndarray, torch.Tensor, or a file path (str / os.PathLike)"
@@ -296,9 +297,29 @@ def _equalise(gray: np.ndarray) -> np.ndarray:
 
 
 def _ridge_map(equalised: np.ndarray, vessels_dark: bool, sigmas: tuple[float, ...]) -> np.ndarray:
-    ridges = sato(equalised, sigmas=list(sigmas), black_ridges=vessels_dark).astype(np.float32)
+    return _scaled(sato(equalised, sigmas=list(sigmas), black_ridges=vessels_dark))
+
+
+def _scaled(ridges: np.ndarray) -> np.ndarray:
+    ridges = ridges.astype(np.float32)
     scale = float(np.percentile(ridges, 99)) + 1e-6
     return np.clip(ridges / scale, 0.0, 1.0)
+
+
+def _dark_and_bright_ridges(equalised: np.ndarray, sigmas: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """skimage's 2-D `sato` for dark and for bright ridges from one Hessian per scale (half the time of two calls).
+
+    Ours, from sato's definition: with Hessian eigenvalues l1 >= l2, dark ridges score sigma^2 * max(l1, 0) and bright
+    ridges (sato of the negated image, whose eigenvalues are -l2 >= -l1) sigma^2 * max(-l2, 0).
+    """
+    dark = np.zeros_like(equalised)
+    bright = np.zeros_like(equalised)
+    for sigma in sigmas:
+        hessian = hessian_matrix(equalised, sigma, mode="reflect", use_gaussian_derivatives=True)
+        larger, smaller = hessian_matrix_eigvals(hessian)
+        dark = np.maximum(dark, sigma**2 * np.maximum(larger, 0))
+        bright = np.maximum(bright, sigma**2 * np.maximum(-smaller, 0))
+    return _scaled(dark), _scaled(bright)
 
 
 def check_input_representation(representation: str) -> None:
@@ -323,7 +344,7 @@ def to_input_representation(square: np.ndarray, representation: str) -> np.ndarr
     field = cv2.morphologyEx(bright, cv2.MORPH_CLOSE, hole)
     field = cv2.erode(field, np.ones((2 * FIELD_EDGE_PX + 1,) * 2, np.uint8)).astype(np.float32)
     equalised = _equalise(gray)  # computed once for the grey channel and both ridge maps
-    ridges = [_ridge_map(equalised, dark, RIDGE_SIGMAS) * field for dark in (True, False)]
+    ridges = [ridge * field for ridge in _dark_and_bright_ridges(equalised, RIDGE_SIGMAS)]
     return np.stack([equalised, *ridges], axis=2).astype(np.float32)
 
 

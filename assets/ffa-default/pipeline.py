@@ -300,11 +300,21 @@ class FFADiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
     def num_timesteps(self) -> int:
         return self._num_timesteps
 
-    def _guidance_branches(self) -> int:
-        """1: no guidance; 2: labels only (image scale 1); 3: image and labels (InstructPix2Pix's three passes)."""
+    def _guidance_branches(self) -> tuple[str, ...]:
+        """The UNet passes that the guidance scales need, run as one batch: the cost of a step grows with their number.
+
+        Both scales: InstructPix2Pix's three passes (full, image-only, unconditional). One scale alone needs only the
+        pass without that condition: image guidance with the labels kept ("labels_only", the image dropped), or
+        label guidance with the image kept ("image_only"); the trainer drops image and labels independently, so the
+        model knows every branch.
+        """
         if self.image_guidance_scale == 1.0 and self.label_guidance_scale == 1.0:
-            return 1
-        return 2 if self.image_guidance_scale == 1.0 else 3
+            return ("full",)
+        if self.image_guidance_scale == 1.0:
+            return ("full", "image_only")
+        if self.label_guidance_scale == 1.0:
+            return ("full", "labels_only")
+        return ("full", "image_only", "unconditional")
 
     def _conditioning(
         self,
@@ -312,33 +322,40 @@ class FFADiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         modality_ids: torch.Tensor,
         disease_ids: torch.Tensor,
         phase_seconds: torch.Tensor,
-        branches: int,
+        branches: tuple[str, ...],
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Stack the guidance branches [full, image-only, unconditional] along the batch once per call."""
-        batch = image_latents.shape[0]
-        drop_image = torch.tensor([False, False, True][:branches], device=image_latents.device).repeat_interleave(batch)
-        drop_labels = torch.tensor([False, True, True][:branches], device=image_latents.device).repeat_interleave(batch)
+        """Stack the guidance branches along the batch once per call."""
+        batch, device = image_latents.shape[0], image_latents.device
+        drop_image = torch.tensor([b in ("labels_only", "unconditional") for b in branches], device=device)
+        drop_labels = torch.tensor([b in ("image_only", "unconditional") for b in branches], device=device)
         encoded = self.condition_encoder(
-            image_latents.repeat(branches, 1, 1, 1), modality_ids.repeat(branches), drop_image=drop_image
+            image_latents.repeat(len(branches), 1, 1, 1),
+            modality_ids.repeat(len(branches)),
+            drop_image=drop_image.repeat_interleave(batch),
         )
         class_labels = self.disease_embedding(
-            disease_ids.repeat(branches), phase_seconds.repeat(branches), drop_labels=drop_labels
+            disease_ids.repeat(len(branches)),
+            phase_seconds.repeat(len(branches)),
+            drop_labels=drop_labels.repeat_interleave(batch),
         )
         dtype = self.unet.dtype
         return encoded.shared_latents.to(dtype), encoded.context.to(dtype), class_labels.to(dtype)
 
-    def _combine_guidance(self, noise_pred: torch.Tensor, branches: int) -> torch.Tensor:
-        if branches == 1:
-            return noise_pred
-        if branches == 2:
-            full, image_only = noise_pred.chunk(2)
-            return image_only + self.label_guidance_scale * (full - image_only)
-        full, image_only, uncond = noise_pred.chunk(3)
-        return (
-            uncond
-            + self.image_guidance_scale * (image_only - uncond)
-            + self.label_guidance_scale * (full - image_only)
-        )
+    def _combine_guidance(self, noise_pred: torch.Tensor, branches: tuple[str, ...]) -> torch.Tensor:
+        predictions = dict(zip(branches, noise_pred.chunk(len(branches))))
+        full = predictions["full"]
+        if "unconditional" in predictions:
+            uncond, image_only = predictions["unconditional"], predictions["image_only"]
+            return (
+                uncond
+                + self.image_guidance_scale * (image_only - uncond)
+                + self.label_guidance_scale * (full - image_only)
+            )
+        if "image_only" in predictions:
+            return predictions["image_only"] + self.label_guidance_scale * (full - predictions["image_only"])
+        if "labels_only" in predictions:
+            return predictions["labels_only"] + self.image_guidance_scale * (full - predictions["labels_only"])
+        return full
 
     # ------------------------------------------------------------------------------------------------- call
     @torch.no_grad()
@@ -374,7 +391,8 @@ class FFADiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             image_guidance_scale: how strongly to follow the input image (1 = no image guidance; None: the
                 checkpoint's `default_image_guidance_scale`).
             label_guidance_scale: how strongly to follow disease and phase (1 = no label guidance; None: the
-                checkpoint's `default_label_guidance_scale`).
+                checkpoint's `default_label_guidance_scale`). Each step runs the UNet on 1 branch with neither
+                guidance, 2 with one of them and 3 with both, so the cost of a step grows with them.
             num_images_per_prompt: samples per input image (e.g. for uncertainty maps).
             generator: torch generator(s) for reproducibility; same seed, same output.
             latents: pre-generated initial noise `[B * num_images_per_prompt, C, H/8, W/8]`.
@@ -453,7 +471,7 @@ class FFADiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         # 5. Denoising loop.
         with self.progress_bar(total=num_inference_steps) as progress_bar:
             for i, t in enumerate(timesteps):
-                model_input = self.scheduler.scale_model_input(torch.cat([latents] * branches), t)
+                model_input = self.scheduler.scale_model_input(torch.cat([latents] * len(branches)), t)
                 model_input = torch.cat([model_input, shared_latents], dim=1)
                 noise_pred = self.unet(
                     model_input, t, encoder_hidden_states=context, class_labels=class_labels, return_dict=False
