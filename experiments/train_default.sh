@@ -40,30 +40,25 @@ python train/train_ffa.py --pretrained_ffa_model runs/ffa-small --train_full_une
 #    the corrected phantom; 700 steps from 3b (19 min caching + 15 min training). Without it the model lays the
 #    phantom's anatomy over a real photo (its disc landed at the same place wherever the photo's disc was).
 python train/make_angiogram_pairs.py --input ../shared/data/ffa_real --split train --output_dir data/angiogram-pairs
-python train/train_ffa.py --pretrained_ffa_model runs/ffa-phantom-v2 --train_full_unet \
-  --train_data_dir data/phantom-train data/angiogram-pairs data/angiogram-pairs data/angiogram-pairs \
-  --max_train_samples 480 --target_image_column ffa_arterial,ffa_early,ffa_mid,ffa_late \
-  --phase_column ffa_arterial_seconds,ffa_early_seconds,ffa_mid_seconds,ffa_late_seconds \
-  --eye_id_column eye_id --alignment_loss_weight 0.1 --cache_latents --random_flip --random_rotation 10 \
-  --random_scale 0.1 --color_jitter 0.3 --input_representation grey_ridges --use_ema --ema_decay 0.995 \
-  --train_batch_size 8 --learning_rate 2e-4 --lr_scheduler constant_with_warmup --lr_warmup_steps 50 \
-  --max_train_steps 700 --checkpointing_steps 350 --checkpoints_total_limit 1 --output_dir runs/ffa-angio
+ANGIOGRAM_RUN=(--train_full_unet
+  --train_data_dir data/phantom-train data/angiogram-pairs data/angiogram-pairs data/angiogram-pairs
+  --max_train_samples 480 --target_image_column ffa_arterial,ffa_early,ffa_mid,ffa_late
+  --phase_column ffa_arterial_seconds,ffa_early_seconds,ffa_mid_seconds,ffa_late_seconds
+  --eye_id_column eye_id --alignment_loss_weight 0.1 --cache_latents --random_flip --random_rotation 10
+  --random_scale 0.1 --color_jitter 0.3 --input_representation grey_ridges --use_ema --ema_decay 0.995
+  --train_batch_size 8 --learning_rate 2e-4 --lr_scheduler constant_with_warmup --lr_warmup_steps 50
+  --max_train_steps 700 --checkpointing_steps 350 --checkpoints_total_limit 1)
+python train/train_ffa.py --pretrained_ffa_model runs/ffa-phantom-v2 "${ANGIOGRAM_RUN[@]}" --output_dir runs/ffa-angio
 # 3d. Latency: the same weights with 4 attention heads of 16 channels at 32x32 latents instead of diffusers'
 #    16 of 4 (the small config's `attention_head_dim` 16 is read as a head count), then 700 steps on the data of 3c
 #    to tune to the new split. The CPU flash-attention kernel is slow for 4-channel heads: at 32x32 latents they took
 #    0.7 of the 1.7 s of a default call on the AVX2-only machine of 2026-11-30.
-python train/train_ffa.py --pretrained_ffa_model runs/ffa-angio --unet_attention_heads 16 4 16 --train_full_unet \
-  --train_data_dir data/phantom-train data/angiogram-pairs data/angiogram-pairs data/angiogram-pairs \
-  --max_train_samples 480 --target_image_column ffa_arterial,ffa_early,ffa_mid,ffa_late \
-  --phase_column ffa_arterial_seconds,ffa_early_seconds,ffa_mid_seconds,ffa_late_seconds \
-  --eye_id_column eye_id --alignment_loss_weight 0.1 --cache_latents --random_flip --random_rotation 10 \
-  --random_scale 0.1 --color_jitter 0.3 --input_representation grey_ridges --use_ema --ema_decay 0.995 \
-  --train_batch_size 8 --learning_rate 2e-4 --lr_scheduler constant_with_warmup --lr_warmup_steps 50 \
-  --max_train_steps 700 --checkpointing_steps 350 --checkpoints_total_limit 1 --output_dir runs/ffa-heads
+python train/train_ffa.py --pretrained_ffa_model runs/ffa-angio --unet_attention_heads 16 4 16 "${ANGIOGRAM_RUN[@]}" \
+  --output_dir runs/ffa-heads
 # 4. Sampling defaults from the sweeps (experiments/sweep.sh) and the real-photo check: DDIM with "trailing"
 #    timesteps (the first step starts from the last training timestep, as pure noise needs; "leading" started 2
-#    steps at t=500), 2 steps, image guidance 2 (two UNet branches per step, run as one batch): better on every
-#    metric than 4 leading steps, at half the UNet time.
+#    steps at t=500), 2 steps, image guidance 2 (two UNet branches per step, run as one batch): better SSIM and
+#    MS-SSIM on phantom eyes than 4 leading steps (PSNR level for CFP, lower for OCT), at half the UNet time.
 python train/set_sampling_defaults.py --model runs/ffa-heads --scheduler ddim --timestep_spacing trailing \
   --num_inference_steps 2 --image_guidance_scale 2 --label_guidance_scale 1
 # 5. Ship the pipeline alone (Hub layout, no checkpoints or logs); the model card assets/ffa-default/README.md is
