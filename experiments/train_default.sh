@@ -59,10 +59,8 @@ python train/train_ffa.py --pretrained_ffa_model runs/ffa-angio --unet_attention
 #    timesteps (the first step starts from the last training timestep, as pure noise needs; "leading" started 2
 #    steps at t=500), 2 steps, image guidance 2 (two UNet branches per step, run as one batch): better SSIM and
 #    MS-SSIM on phantom eyes than 4 leading steps (PSNR level for CFP, lower for OCT), at half the UNet time.
-#    UWF SLO inputs get their ridge maps at their own resolution (up to 768 px): their vessels are 0.5-2 px wide at
-#    256 px. The model trained on 256 px sources only, where both ways are the same, so this is preprocessing alone.
 python train/set_sampling_defaults.py --model runs/ffa-heads --scheduler ddim --timestep_spacing trailing \
-  --num_inference_steps 2 --image_guidance_scale 2 --label_guidance_scale 1 --native_resolution_ridges uwf_slo
+  --num_inference_steps 2 --image_guidance_scale 2 --label_guidance_scale 1
 # 5. Ship the pipeline alone (Hub layout, no checkpoints or logs); the model card assets/ffa-default/README.md is
 #    written by hand from the evaluation (experiments/evaluate_default.sh).
 python -c "from ffa_pipeline import FFADiffusionPipeline as P; P.from_pretrained('runs/ffa-heads').save_pretrained('assets/ffa-default')"
