@@ -2,10 +2,11 @@
 # Experiment 1 (few-shot) and 2 (alignment loss): OCT en-face -> FFA, a modality the default model saw for only
 # 60 of its 1500 eyes. LoRA on the default model vs training from scratch, on 4 / 16 / 64 OCT pairs, same steps;
 # then, on 16 OCT pairs + 64 CFP partners of the same eyes, LoRA with and without the alignment loss.
-# Held-out: 40 new phantom eyes (OCT, early and late phase). About 40 min on the 2-core CPU.
+# Held-out: 40 new phantom eyes (OCT, early and late phase). From scratch = the default model's architecture, input
+# representation and VAE, random UNet. About 40 min on the 2-core CPU.
 set -euo pipefail
 MODEL=${MODEL:-assets/ffa-default}
-VAE=${VAE:-runs/vae/vae}
+VAE=${VAE:-$MODEL/vae}  # the default model's own (frozen) VAE, so only the UNet side differs
 OUT=${OUT:-runs/experiments}
 STEPS=${STEPS:-300}
 P="python train/make_phantom_dataset.py --resolution 256 --phases arterial early mid late --num_proc 1"
@@ -31,7 +32,8 @@ for N in ${PAIRS:-4 16 64}; do
     --output_dir "$OUT/lora-$N"
   evaluate "$OUT/lora-$N" "$OUT/lora-$N/eval" --baselines
   python train/train_ffa.py --model_config small --pretrained_vae_model_name_or_path "$VAE" \
-    --train_data_dir data/phantom-oct-pairs --max_train_samples "$N" "${COLUMNS[@]}" "${TRAIN[@]}" \
+    --input_representation grey_ridges --unet_attention_heads 16 4 16 --train_data_dir data/phantom-oct-pairs \
+    --max_train_samples "$N" "${COLUMNS[@]}" "${TRAIN[@]}" \
     --learning_rate 3e-4 --output_dir "$OUT/scratch-$N"
   python train/set_sampling_defaults.py --model "$OUT/scratch-$N" --like "$MODEL"
   evaluate "$OUT/scratch-$N" "$OUT/scratch-$N/eval" --baselines
