@@ -8,7 +8,10 @@ beside ours). Every input is framed by the pipeline's own processor, and the che
 
 * vessel agreement: AUC of the output's grey level as a detector of the input's vessels (the top 12 % of the
   input's dark-ridge map inside the field of view; the same metric as `train/evaluate.py`), and the same AUC
-  with the output flipped left-right as a no-correspondence control;
+  with the output flipped left-right as a no-correspondence control; for inputs larger than the frame, also the
+  AUC of the output's bright ridges (its vessels, without its overall shading) against the input's fine vessels:
+  the top 12 % of its dark ridges found at its own resolution (up to 3x the frame, then shrunk), since at 256 px
+  the ridges of an ultra-widefield SLO are mostly choroid, lids and lashes ("fine_vessel_ridge_auc", and mirrored);
 * FFA contrast: mean output intensity on the input's vessels / on the rest of the field of view (> 1: bright
   vessels on a dark background; the input photo has < 1);
 * disc: distance from the brightest point of the input (its optic disc) to the brightest point of the output
@@ -50,6 +53,7 @@ ROOT = Path(__file__).resolve().parent.parent
 CFP_EXAMPLE = ROOT / "assets" / "examples" / "retina_skimage_cc0.png"
 UWF_TEST = ROOT.parent / "shared" / "data" / "uwf_slo_ffa" / "test"
 VESSEL_FRACTION = 0.12
+FINE_FACTOR, FINE_SIGMAS = 3, (1.0, 2.0)  # fine vessels: ridges at up to 3x the frame, Sato scales in those pixels
 
 
 def inputs() -> list[dict]:
@@ -76,11 +80,30 @@ def fovea_of(grey: np.ndarray, field: np.ndarray) -> np.ndarray:
     return (yy - y) ** 2 + (xx - x) ** 2 <= (0.05 * side) ** 2
 
 
-def anatomy_checks(source: np.ndarray, output: np.ndarray, field: np.ndarray) -> dict[str, float]:
+def fine_vessels_of(rgb: np.ndarray, framing, processor, field: np.ndarray) -> np.ndarray | None:
+    """The input's vessels found at its own resolution (up to FINE_FACTOR x the frame), shrunk to the frame; None
+    for an input no larger than the frame."""
+    resolution = field.shape[0]
+    side = min(framing.box[2], FINE_FACTOR * resolution)
+    if side <= resolution:
+        return None
+    large = processor.apply_framing(rgb, framing, side)
+    ridges = vessel_map(to_gray(large), vessels_dark=True, sigmas=FINE_SIGMAS)
+    return vessels_of(cv2.resize(ridges, (resolution, resolution), interpolation=cv2.INTER_AREA), field)
+
+
+def anatomy_checks(source: np.ndarray, output: np.ndarray, field: np.ndarray,
+                   fine_vessels: np.ndarray | None = None) -> dict[str, float]:
     """The input checks of the module docstring, for one framed input (HxWx3 float) and output (HxW float)."""
     vessels = vessels_of(vessel_map(to_gray(source), vessels_dark=True), field)
     auc = vessel_auc(output, vessels, field)
     control = vessel_auc(np.ascontiguousarray(output[:, ::-1]), vessels, field)
+    fine = {}
+    if fine_vessels is not None:
+        ridges = vessel_map(to_gray(output), vessels_dark=False, sigmas=FINE_SIGMAS)
+        fine = {"fine_vessel_ridge_auc": float(vessel_auc(ridges, fine_vessels, field)),
+                "fine_vessel_ridge_auc_flipped_control": float(
+                    vessel_auc(np.ascontiguousarray(ridges[:, ::-1]), fine_vessels, field))}
     contrast_out = output[vessels].mean() / output[field & ~vessels].mean()
     grey_in = source.mean(axis=2)
     contrast_in = grey_in[vessels].mean() / grey_in[field & ~vessels].mean()
@@ -91,7 +114,7 @@ def anatomy_checks(source: np.ndarray, output: np.ndarray, field: np.ndarray) ->
             "vessel_contrast_output": float(contrast_out), "vessel_contrast_input": float(contrast_in),
             "fovea_darkness_output": float(output[fovea].mean() / output[field].mean()),
             "fovea_darkness_flipped_control": float(output[:, ::-1][fovea].mean() / output[field].mean()),
-            "disc_offset": float(np.hypot(*np.subtract(disc_in, disc_out)) / side)}
+            "disc_offset": float(np.hypot(*np.subtract(disc_in, disc_out)) / side), **fine}
 
 
 def real_angiogram_checks(real: np.ndarray, source: np.ndarray, output: np.ndarray,
@@ -160,6 +183,7 @@ def main() -> None:
         framing = processor.frame(rgb)
         source = processor.apply_framing(rgb, framing, resolution)
         field = source.max(axis=2) > 0.04
+        fine_vessels = fine_vessels_of(rgb, framing, processor, field)
         tiles, report[case["name"]], reals = [source], {}, {}
         for phase, path in case["real"].items():
             reals[phase] = processor.apply_framing(processor.to_float_rgb(PIL.Image.open(path)), framing, resolution)
@@ -167,7 +191,7 @@ def main() -> None:
             output = pipe(rgb, modality=case["modality"], phase=phase, output_type="np",
                           num_inference_steps=args.num_inference_steps, image_guidance_scale=args.image_guidance_scale,
                           generator=torch.Generator().manual_seed(args.seed)).images[0, ..., 0]
-            report[case["name"]][phase] = anatomy_checks(source, output, field)
+            report[case["name"]][phase] = anatomy_checks(source, output, field, fine_vessels)
             if phase in reals:
                 real = reals[phase].mean(axis=2)
                 report[case["name"]][phase].update(real_angiogram_checks(real, source, output, field))
