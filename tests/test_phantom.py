@@ -121,6 +121,23 @@ def test_macula_as_dark_as_in_real_images():
     assert np.mean(ratios["ffa_late"]) < 0.8
 
 
+def test_late_vessels_still_stand_out_as_in_real_late_angiograms():
+    """Real late angiograms keep most of their vessel contrast (the real UWF triplets: late / early 0.9 by
+    experiments/phantom_realism.py); vessels that fade into the background teach the model a blank late phase."""
+    ratios = []
+    for seed in range(4):
+        row = render_sample(sample_eye(seed, "normal"), RESOLUTION, ("cfp",), ("early", "late"), randomise=False)["cfp"]
+        vessels = cv2.erode((row["vessel_mask"] > 0).astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+        near = cv2.dilate((row["vessel_mask"] > 0).astype(np.uint8), np.ones((7, 7), np.uint8)) > 0
+        contrast = {}
+        for phase in ("ffa_early", "ffa_late"):
+            grey = row[phase].astype(float)
+            background = (grey > 10) & ~near
+            contrast[phase] = grey[vessels].mean() / grey[background].mean()
+        ratios.append((contrast["ffa_late"] - 1) / (contrast["ffa_early"] - 1))
+    assert np.mean(ratios) > 0.7, ratios  # 0.95; 0.49 with the vessels fading to 0.15 of their peak
+
+
 @pytest.mark.parametrize("disease", ["diabetic_retinopathy", "vein_occlusion"])
 def test_haemorrhages_dark_in_ffa(disease):
     row = render_sample(sample_eye(11, disease, 0.9), RESOLUTION, ("cfp",), ("early", "late"), randomise=False)["cfp"]

@@ -2,8 +2,9 @@
 
 Dye arrives at the arm-retina time t0 (~10 s): the choroid flushes in patches, arteries fill
 ~1.5 s later, veins fill first along their walls (laminar flow) and then in the centre
-(~25-30 s). Dye in the blood then falls with recirculation, so by ~10 min the vessels fade
-into a grey background and only what holds dye outside the vessels stays bright: leakage
+(~25-30 s). Dye in the blood then falls with recirculation to about half its peak by ~10 min:
+the real late angiograms of ../shared keep ~0.9 of their early vessel contrast
+(experiments/phantom_realism.py). What holds dye outside the vessels grows brighter: leakage
 (grows and spreads), staining (fixed shape) and pooling (fills a space). Blood, exudate and
 cotton-wool spots block fluorescence; atrophy lets the choroid show through (window defect);
 non-perfused retina has no capillary glow.
@@ -53,7 +54,7 @@ def dye_curves(seconds: float, appearance: Appearance, delay: float = 0.0) -> Dy
         artery=float(_sigmoid((t - 1.5) / 0.5)),
         vein_wall=float(_sigmoid(venous / 1.0)),
         vein_core=float(_sigmoid((venous - appearance.laminar_seconds) / 2.0)),
-        blood=float(_sigmoid(t / 0.8) * (0.15 + 0.85 * np.exp(-elapsed / 60.0))),
+        blood=float(_sigmoid(t / 0.8) * (0.5 + 0.5 * np.exp(-elapsed / 120.0))),
         leak=float(1.0 - np.exp(-elapsed / 150.0)),
         stain=float(1.0 - np.exp(-elapsed / 300.0)),
         spread_deg=float(0.1 + 0.065 * np.sqrt(elapsed)),
@@ -100,8 +101,9 @@ def fluorescence_maps(eye: EyeGeometry, frame: Frame) -> FluorescenceMaps:
     seen = 1.0 - np.minimum(block, 0.97)
     non_perfused = frame.lesion("non_perfusion")
     # Xanthophyll and the denser RPE of the macula block the choroidal flush: a real angiogram's macula is
-    # about half as bright as the fundus around it (measured on the real UWF angiograms of ../shared).
-    macula = 1.0 - (0.55 + 0.4 * look.macular_pigment) * np.exp(-((rf / 4.0) ** 2))
+    # about half as bright as the fundus around it, over about a disc diameter (the real angiograms of ../shared:
+    # 0.38-0.48 at the fovea by experiments/phantom_realism.py).
+    macula = 1.0 - (0.7 + 0.25 * look.macular_pigment) * np.exp(-((rf / 8.0) ** 2))
     periphery = 1.0 - 0.75 * np.clip((rf - 20.0) / 70.0, 0.0, 1.0)
     choroid = (0.17 + 0.012 * texture["low"] + 0.025 * texture["mid"]) * macula * periphery
     choroid *= 1.0 - 0.45 * non_perfused
