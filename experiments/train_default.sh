@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The default model shipped in assets/ffa-default: the exact commands (CPU, 2 cores; about 3.5 h in all).
+# The default model shipped in assets/ffa-default: the exact commands (CPU, 2 cores; about 4.5 h in all).
 set -euo pipefail
 P="python train/make_phantom_dataset.py --resolution 256 --phases arterial early mid late"
 # 1. Phantom data: 1500 eyes in CFP and UWF-SLO, OCT for only 60 eyes (a modality with few pairs).
@@ -55,12 +55,17 @@ python train/train_ffa.py --pretrained_ffa_model runs/ffa-phantom-v2 "${ANGIOGRA
 #    0.7 of the 1.7 s of a default call on the AVX2-only machine of 2026-11-30.
 python train/train_ffa.py --pretrained_ffa_model runs/ffa-angio --unet_attention_heads 16 4 16 "${ANGIOGRAM_RUN[@]}" \
   --output_dir runs/ffa-heads
+# 3e. A late phase and a fovea like real angiograms': 700 more steps on the data of 3c with the phantom of commit
+#    5ab8a61 (dye in the blood falls to 0.5 of its peak instead of 0.15, so late vessels keep ~0.85 of
+#    their early contrast as in the real late angiograms; a darker, wider macula; experiments/phantom_realism.py).
+#    Steps 3-3d saw earlier phantoms (see 3b); with step 1 run at this commit, all of them see this one.
+python train/train_ffa.py --pretrained_ffa_model runs/ffa-heads "${ANGIOGRAM_RUN[@]}" --output_dir runs/ffa-late
 # 4. Sampling defaults from the sweeps (experiments/sweep.sh) and the real-photo check: DDIM with "trailing"
 #    timesteps (the first step starts from the last training timestep, as pure noise needs; "leading" started 2
 #    steps at t=500), 2 steps, image guidance 2 (two UNet branches per step, run as one batch): better SSIM and
 #    MS-SSIM on phantom eyes than 4 leading steps (PSNR level for CFP, lower for OCT), at half the UNet time.
-python train/set_sampling_defaults.py --model runs/ffa-heads --scheduler ddim --timestep_spacing trailing \
+python train/set_sampling_defaults.py --model runs/ffa-late --scheduler ddim --timestep_spacing trailing \
   --num_inference_steps 2 --image_guidance_scale 2 --label_guidance_scale 1
 # 5. Ship the pipeline alone (Hub layout, no checkpoints or logs); the model card assets/ffa-default/README.md is
 #    written by hand from the evaluation (experiments/evaluate_default.sh).
-python -c "from ffa_pipeline import FFADiffusionPipeline as P; P.from_pretrained('runs/ffa-heads').save_pretrained('assets/ffa-default')"
+python -c "from ffa_pipeline import FFADiffusionPipeline as P; P.from_pretrained('runs/ffa-late').save_pretrained('assets/ffa-default')"
