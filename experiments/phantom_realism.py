@@ -18,17 +18,14 @@ a macula that real angiograms do not have. Ours (no library measures this).
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
+from real_photo_check import fovea_of, vessels_of  # this folder is on sys.path when run as a script
 
 from ffa_pipeline.data import load_dataset_fresh
 from ffa_pipeline.image_processing import FFAImageProcessor
 from ffa_pipeline.registration import to_gray, vessel_map
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from real_photo_check import fovea_of, vessels_of  # noqa: E402
 
 RESOLUTION = 256
 FIELD_LEVEL = 0.01  # darker than this is outside the field of view (or no dye yet)
@@ -72,9 +69,13 @@ def phantom_rows(folder: str) -> list[str]:
     for modality in sorted(set(rows["modality"])):
         subset = rows.filter(lambda row, m=modality: row["modality"] == m)
         for phase in [phase for phase in PHANTOM_PHASES if phase in subset.column_names]:
-            values = [contrast_and_fovea(np.asarray(row[phase].convert("L"), np.float32) / 255) for row in subset]
-            contrast = np.nanmedian([value[0] for value in values])
-            normal = [value[1] for value, row in zip(values, subset) if row["disease"] == "normal"]
+            values, normal = [], []  # one pass: each row's images are decoded once
+            for row in subset:
+                contrast, fovea = contrast_and_fovea(np.asarray(row[phase].convert("L"), np.float32) / 255)
+                values.append(contrast)
+                if row["disease"] == "normal":
+                    normal.append(fovea)
+            contrast = np.nanmedian(values)
             fovea = f"{np.nanmedian(normal):.2f}" if normal else "–"
             name = f"phantom {modality} {phase.removeprefix('ffa_')}"
             lines.append(f"| {name} | {len(values)} | {contrast:.2f} | {fovea} |")
