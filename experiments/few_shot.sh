@@ -3,7 +3,7 @@
 # 60 of its 1500 eyes. LoRA on the default model vs training from scratch, on 4 / 16 / 64 OCT pairs, same steps;
 # then, on 16 OCT pairs + 64 CFP partners of the same eyes, LoRA with and without the alignment loss.
 # Held-out: 40 new phantom eyes (OCT, early and late phase). From scratch = the default model's architecture, input
-# representation and VAE, random UNet. About 65 min on the 2-core CPU (46 min to the end of Experiment 1).
+# representation and VAE, random UNet. About 55-65 min on the 2-core CPU (46 min to the end of Experiment 1).
 set -euo pipefail
 MODEL=${MODEL:-assets/ffa-default}
 VAE=${VAE:-$MODEL/vae}  # the default model's own (frozen) VAE, so only the UNet side differs
