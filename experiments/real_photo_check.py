@@ -21,6 +21,10 @@ beside ours). Every input is framed by the pipeline's own processor, and the che
 * fovea: mean output intensity in a disc of 0.05 x the field's width at the darkest point of the input's
   centre / mean output in the field of view (< 1: a dark fovea where the input has its macula), and the same
   with the output flipped left-right (the fovea is off-centre, so a flipped output is not dark there);
+* fovea, measured as on real angiograms: the output's own darkest point of the centre, its darkness measured as
+  `experiments/phantom_realism.py` measures real angiograms' (so the two are comparable: the measure above sits at
+  the input's fovea, not the output's, and reads fainter), and its distance from the input's fovea as a fraction of
+  the frame's side ("fovea_offset"; mirrored output as control, weak where the fovea is near the vertical midline);
 * against the eye's real angiogram of the same phase (the UWF test triplets; roughly aligned with the SLO, framed
   by the SLO's framing): the same vessel AUC against the real angiogram's vessels (its top 12 % bright ridges),
   the disc offset from the real angiogram's brightest point (an SLO's own brightest points are often its
@@ -69,13 +73,19 @@ def vessels_of(ridges: np.ndarray, field: np.ndarray) -> np.ndarray:
     return (ridges >= np.quantile(ridges[field], 1 - VESSEL_FRACTION)) & field
 
 
-def fovea_of(grey: np.ndarray, field: np.ndarray) -> np.ndarray:
-    """A disc of 0.05 x the side at the darkest point of the image's centre (blurred): its fovea."""
+def fovea_point(grey: np.ndarray, field: np.ndarray) -> tuple[int, int]:
+    """(y, x) of the darkest point of the centre (middle half of each axis), blurred by 0.04 x the side."""
     side = grey.shape[0]
     blurred = cv2.GaussianBlur(grey.astype(np.float32), (0, 0), side / 25)
     centre = np.zeros_like(field)
     centre[side // 4: 3 * side // 4, side // 4: 3 * side // 4] = True
-    y, x = np.unravel_index(np.where(centre & field, blurred, np.inf).argmin(), blurred.shape)
+    return np.unravel_index(np.where(centre & field, blurred, np.inf).argmin(), blurred.shape)
+
+
+def fovea_of(grey: np.ndarray, field: np.ndarray) -> np.ndarray:
+    """A disc of 0.05 x the side at the darkest point of the image's centre (blurred): its fovea."""
+    side = grey.shape[0]
+    y, x = fovea_point(grey, field)
     yy, xx = np.mgrid[:side, :side]
     return (yy - y) ** 2 + (xx - x) ** 2 <= (0.05 * side) ** 2
 
@@ -110,10 +120,16 @@ def anatomy_checks(source: np.ndarray, output: np.ndarray, field: np.ndarray,
     side = source.shape[0]
     fovea = fovea_of(grey_in, field)
     disc_in, disc_out = (brightest_point(image, field) for image in (grey_in, output))
+    mirrored = np.ascontiguousarray(output[:, ::-1])
+    fovea_in = fovea_point(grey_in, field)
     return {"vessel_auc": float(auc), "vessel_auc_flipped_control": float(control),
             "vessel_contrast_output": float(contrast_out), "vessel_contrast_input": float(contrast_in),
             "fovea_darkness_output": float(output[fovea].mean() / output[field].mean()),
             "fovea_darkness_flipped_control": float(output[:, ::-1][fovea].mean() / output[field].mean()),
+            "fovea_darkness_as_real_angiograms": float(output[fovea_of(output, field)].mean() / output[field].mean()),
+            "fovea_offset": float(np.hypot(*np.subtract(fovea_in, fovea_point(output, field))) / side),
+            "fovea_offset_flipped_control": float(
+                np.hypot(*np.subtract(fovea_in, fovea_point(mirrored, field))) / side),
             "disc_offset": float(np.hypot(*np.subtract(disc_in, disc_out)) / side), **fine}
 
 
