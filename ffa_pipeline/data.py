@@ -19,6 +19,7 @@ import hashlib
 import io
 import os
 from collections import defaultdict
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +30,12 @@ import torch
 from datasets import Dataset, DatasetDict, Features, concatenate_datasets, load_dataset
 from datasets import Image as ImageFeature
 
-from .image_processing import FFAImageProcessor, check_input_representation, to_input_representation
+from .image_processing import (
+    NATIVE_RIDGE_MAX_FACTOR,
+    FFAImageProcessor,
+    check_input_representation,
+    to_input_representation,
+)
 
 
 def load_dataset_fresh(path_or_id: str, config_name: str | None = None) -> DatasetDict:
@@ -182,12 +188,16 @@ class PairedFFADataset(torch.utils.data.Dataset):
     target and partner so that they stay aligned. `color_jitter` changes the look of the inputs only (source and
     partner: per-channel gain, gamma, contrast, blur, noise), so that a model trained on one rendering (the phantom)
     learns the anatomy rather than the rendering. The inputs are then turned into the condition encoder's
-    `input_representation` (after augmentation, exactly as the pipeline does after framing).
+    `input_representation` (after augmentation, exactly as the pipeline does after framing); inputs of the modality
+    ids in `native_ridge_modality_ids` are framed, augmented and jittered at their own resolution (up to
+    NATIVE_RIDGE_MAX_FACTOR x) and their ridge maps computed there, as the pipeline does for the checkpoint's
+    `native_resolution_ridges`.
     """
 
     def __init__(self, dataset: Dataset, spec: ColumnSpec, labels: dict[str, np.ndarray], resolution: int,
                  seed: int = 0, random_flip: bool = False, random_rotation: float = 0.0,
-                 random_scale: float = 0.0, color_jitter: float = 0.0, input_representation: str = "rgb"):
+                 random_scale: float = 0.0, color_jitter: float = 0.0, input_representation: str = "rgb",
+                 native_ridge_modality_ids: Collection[int] = ()):
         check_input_representation(input_representation)
         image_columns = {spec.source, *spec.targets}
         for column in image_columns:
@@ -197,6 +207,7 @@ class PairedFFADataset(torch.utils.data.Dataset):
         self.resolution, self.seed, self.epoch = resolution, seed, 0
         self.random_flip, self.random_rotation, self.random_scale = random_flip, random_rotation, random_scale
         self.color_jitter, self.input_representation = color_jitter, input_representation
+        self.native_ridge_modality_ids = frozenset(native_ridge_modality_ids)
         self.processor = FFAImageProcessor(resolution=resolution, min_size=8)
         self.partners = self._find_partners() if spec.eye_id else [[] for _ in range(len(dataset))]
 
@@ -232,18 +243,30 @@ class PairedFFADataset(torch.utils.data.Dataset):
         return matrix
 
     def _square(self, image: np.ndarray, framing, matrix: np.ndarray | None,
-                input_rng: np.random.Generator | None = None) -> torch.Tensor:
-        """Frame and augment an image; with `input_rng` it is a model input (jittered, then represented)."""
-        square = self.processor.apply_framing(image, framing, self.resolution)
+                input_rng: np.random.Generator | None = None, native_ridges: bool = False) -> torch.Tensor:
+        """Frame and augment an image; with `input_rng` it is a model input (jittered, then represented).
+
+        With `native_ridges` an input is framed, augmented and jittered at its own resolution (capped), then shrunk,
+        and that larger square gives its ridge maps (`to_input_representation`'s `detail`).
+        """
+        size = side = self.resolution
+        if input_rng is not None and native_ridges:
+            side = max(size, min(framing.box[2], NATIVE_RIDGE_MAX_FACTOR * size))
+        square = self.processor.apply_framing(image, framing, side)
         if matrix is not None:
-            square = cv2.warpAffine(square, matrix, (self.resolution, self.resolution), flags=cv2.INTER_LINEAR)
+            matrix = matrix * np.array([[1.0, 1.0, side / size]])  # the same warp, its shift in this side's pixels
+            square = cv2.warpAffine(square, matrix, (side, side), flags=cv2.INTER_LINEAR)
         if input_rng is not None:
             if self.color_jitter > 0:
-                square = self._jitter_colors(square, input_rng)
-            square = to_input_representation(square, self.input_representation)
+                square = self._jitter_colors(square, input_rng, pixel_scale=side / size)
+            detail = None
+            if side > size:
+                shrunk = cv2.resize(square, (size, size), interpolation=cv2.INTER_AREA)
+                detail, square = square, np.clip(shrunk, 0.0, 1.0)
+            square = to_input_representation(square, self.input_representation, detail)
         return torch.from_numpy(square).permute(2, 0, 1) * 2 - 1
 
-    def _jitter_colors(self, square: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def _jitter_colors(self, square: np.ndarray, rng: np.random.Generator, pixel_scale: float = 1.0) -> np.ndarray:
         """A random photometric look for an input image in [0, 1] (ours: no library draws these for numpy)."""
         strength, field = self.color_jitter, square.max(axis=2, keepdims=True) > 0.02
         image = square ** np.exp(rng.uniform(-strength, strength))
@@ -252,9 +275,12 @@ class PairedFFADataset(torch.utils.data.Dataset):
         image = mean + (image - mean) * (1 + rng.uniform(-strength, strength))
         sigma = rng.uniform(0, 1.5 * strength)
         if sigma > 0.3:
-            image = cv2.GaussianBlur(image.astype(np.float32), (0, 0), sigma)
+            image = cv2.GaussianBlur(image.astype(np.float32), (0, 0), sigma * pixel_scale)
         image = image + rng.normal(0, rng.uniform(0, 0.03 * strength), size=image.shape)
         return np.where(field, np.clip(image, 0, 1), 0).astype(np.float32)
+
+    def _native_ridges(self, row: int) -> bool:
+        return int(self.labels["modality"][row]) in self.native_ridge_modality_ids
 
     def available_targets(self, row: int) -> list[int]:
         """Indices of the target columns that this row has (a phase given)."""
@@ -274,7 +300,7 @@ class PairedFFADataset(torch.utils.data.Dataset):
         framing = self.processor.frame(source)
         matrix = self._augmentation(rng)
         item = {
-            "source": self._square(source, framing, matrix, rng),
+            "source": self._square(source, framing, matrix, rng, self._native_ridges(row)),
             "target": self._square(target, framing, matrix).mean(dim=0, keepdim=True).expand(3, -1, -1),
             "modality": int(self.labels["modality"][row]),
             "disease": int(self.labels["disease"][row]),
@@ -286,6 +312,7 @@ class PairedFFADataset(torch.utils.data.Dataset):
         if self.partners[row]:
             other = int(rng.choice(self.partners[row]))
             partner = self._pixels(other, self.spec.source)
-            item.update(partner=self._square(partner, self.processor.frame(partner), matrix, rng),
+            item.update(partner=self._square(partner, self.processor.frame(partner), matrix, rng,
+                                             self._native_ridges(other)),
                         partner_modality=int(self.labels["modality"][other]), has_partner=True)
         return item

@@ -1,3 +1,4 @@
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -279,3 +280,28 @@ def test_dark_and_bright_ridges_equal_two_sato_calls():
     dark, bright = _dark_and_bright_ridges(image, (1.0, 2.0))
     np.testing.assert_array_equal(dark, _scaled(sato(image, sigmas=[1.0, 2.0], black_ridges=True)))
     np.testing.assert_array_equal(bright, _scaled(sato(image, sigmas=[1.0, 2.0], black_ridges=False)))
+
+
+def test_native_resolution_ridges_find_vessels_too_thin_for_the_model_square():
+    """A 1-px vessel at 3x the model's side (a third of a model pixel) among blobs of the model's own scale (an
+    SLO's choroid at 256 px): ridges of the large square (`detail`) single the vessel out, the model square's don't."""
+    processor = FFAImageProcessor(resolution=96, crop_to_field_of_view=False)
+    blobs = cv2.GaussianBlur(np.random.default_rng(0).standard_normal((288, 288)).astype(np.float32), (0, 0), 6)
+    large = np.clip(0.5 + 0.1 * blobs / blobs.std(), 0, 1)
+    large[:, 143] *= 0.4
+    large = np.repeat(large[..., None], 3, axis=2)
+    framing = processor.frame(large)
+    detail = processor.ridge_detail(large, framing, 96)
+    assert detail.shape == (288, 288, 3)
+    square = processor.apply_framing(large, framing, 96)
+    assert processor.ridge_detail(square, processor.frame(square), 96) is None  # no more pixels than the model's
+    vessel = slice(47, 49)
+
+    def vessel_contrast(represented: np.ndarray) -> float:
+        dark = represented[16:80, :, 1]
+        return dark[:, vessel].mean() / dark[:, np.r_[0:40, 56:96]].mean()
+
+    plain = to_input_representation(square, "grey_ridges")
+    native = to_input_representation(square, "grey_ridges", detail)
+    assert np.array_equal(native[..., 0], plain[..., 0])  # the grey channel is the model square's in both
+    assert vessel_contrast(plain) < 1.2 and vessel_contrast(native) > 1.5 * vessel_contrast(plain)  # 1.07, 1.95

@@ -172,3 +172,28 @@ def test_input_representation_travels_with_the_checkpoint(tmp_path):
     config["condition_encoder"]["input_representation"] = "hsv"
     with pytest.raises(ValueError, match=r"'hsv'.*\['rgb', 'grey_ridges'\]"):
         build_pipeline(config)
+
+
+def test_native_resolution_ridges_travel_with_the_checkpoint_and_change_only_large_inputs(tmp_path):
+    from ffa_pipeline.model_config import build_pipeline, load_model_config
+
+    config = load_model_config("tiny")
+    config["condition_encoder"] = {**config["condition_encoder"], "input_representation": "grey_ridges"}
+    plain = build_pipeline(config, seed=0)
+    config["condition_encoder"]["native_resolution_ridges"] = ["oct"]
+    build_pipeline(config, seed=0).save_pretrained(tmp_path / "native")
+    native = FFADiffusionPipeline.from_pretrained(tmp_path / "native")
+    assert native.native_resolution_ridges == ["oct"] and plain.native_resolution_ridges == []
+    large = (np.random.default_rng(1).random((96, 96, 3)) * 255).astype(np.uint8)  # 3x the tiny model's 32 px
+    small = large[:32, :32]
+
+    def run(pipe, image, modality):
+        pipe.set_progress_bar_config(disable=True)
+        return pipe(image, generator=seeded(1), **{**CALL, "modality": modality}).images
+
+    np.testing.assert_allclose(run(native, large, "cfp"), run(plain, large, "cfp"), atol=1e-5)  # not listed
+    np.testing.assert_allclose(run(native, small, "oct"), run(plain, small, "oct"), atol=1e-5)  # only 32 px
+    assert np.abs(run(native, large, "oct") - run(plain, large, "oct")).max() > 1e-3
+    config["condition_encoder"]["native_resolution_ridges"] = ["uwf"]
+    with pytest.raises(ValueError, match=r"unknown modalities \['uwf'\]; allowed: \['cfp', 'oct', 'uwf_slo'\]"):
+        build_pipeline(config)

@@ -247,6 +247,29 @@ def test_input_representation_flag_is_recorded_and_used(phantom_dir, tmp_path):
     assert torch.equal(rgb["target"], ridges["target"]) and not torch.equal(rgb["source"], ridges["source"])
 
 
+def test_native_resolution_ridges_flag_is_recorded_and_used(phantom_dir, tmp_path, capsys):
+    """Sources of a listed modality get their ridge maps at their own resolution (64 px phantoms, a 32 px model)."""
+    train_ffa.main(["--model_config", "tiny", *phantom_args(phantom_dir, tmp_path, "--max_train_steps", "1",
+                    "--input_representation", "grey_ridges", "--native_resolution_ridges", "oct")])
+    assert FFADiffusionPipeline.from_pretrained(tmp_path).native_resolution_ridges == ["oct"]
+    with pytest.raises(ValueError, match=r"unknown modalities \['uwf'\]; allowed: \['cfp', 'oct', 'uwf_slo'\]"):
+        train_ffa.main(["--model_config", "tiny", *phantom_args(phantom_dir, tmp_path / "bad",
+                        "--native_resolution_ridges", "uwf")])
+    from ffa_pipeline.data import ColumnSpec, PairedFFADataset, resolve_labels
+    from ffa_pipeline.vocab import DISEASES, MODALITIES, PHASES
+
+    train = load_dataset(str(phantom_dir))["train"]
+    spec = ColumnSpec.from_flags("source_image", "ffa_early", "ffa_early_seconds", "modality", "disease", None)
+    labels = resolve_labels(train, spec, list(MODALITIES), list(DISEASES), dict(PHASES))
+    plain, native = (PairedFFADataset(train, spec, labels, resolution=32, input_representation="grey_ridges",
+                                      native_ridge_modality_ids=ids) for ids in ((), [MODALITIES.index("oct")]))
+    for row, modality in enumerate(train["modality"]):
+        before, after = plain[row], native[row]
+        assert torch.equal(before["target"], after["target"])
+        assert torch.allclose(before["source"][0], after["source"][0], atol=1e-5)  # the same grey channel
+        assert torch.equal(before["source"], after["source"]) == (modality != "oct")
+
+
 def test_a_local_dataset_written_again_is_read_again(tmp_path):
     """datasets' cache served a regenerated phantom (a folder whose card lists `configs`) as the old one; the trainers
     must see the folder as it is now. Plain `load_dataset` returns [1, 1, 1] twice here (datasets 5.2)."""

@@ -1,7 +1,8 @@
 """Record a checkpoint's recommended sampling settings (scheduler, steps, guidance) in the checkpoint itself.
 
     python train/set_sampling_defaults.py --model runs/ffa-small --scheduler unipc --num_inference_steps 8 \\
-        --image_guidance_scale 1.0 --label_guidance_scale 1.5 [--timestep_spacing trailing]
+        --image_guidance_scale 1.0 --label_guidance_scale 1.5 [--timestep_spacing trailing] \\
+        [--native_resolution_ridges uwf_slo]
 
 Pick them from `train/evaluate.py --steps_sweep` (the fastest setting within noise of the best quality). The
 pipeline, the app and the command line use them whenever a caller does not choose; callers still can. The
@@ -16,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ffa_pipeline import FFADiffusionPipeline
+from ffa_pipeline.condition_encoder import check_native_resolution_ridges
 from ffa_pipeline.pipeline_ffa import SCHEDULERS, make_scheduler
 
 TIMESTEP_SPACINGS = ["leading", "trailing", "linspace"]  # diffusers' schedulers' `timestep_spacing` values
@@ -33,6 +35,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--num_inference_steps", type=int, default=None)
     parser.add_argument("--image_guidance_scale", type=float, default=None)
     parser.add_argument("--label_guidance_scale", type=float, default=None)
+    parser.add_argument("--native_resolution_ridges", nargs="*", metavar="MODALITY", default=None,
+                        help="input preprocessing: modalities whose ridge maps come from the source at its own "
+                        "resolution (as train_ffa.py's flag; for a model trained on low-resolution sources of those "
+                        "modalities, where both ways agree). Default: keep the current ones")
     args = parser.parse_args(argv)
     if args.num_inference_steps is not None and args.num_inference_steps < 1:
         parser.error(f"--num_inference_steps must be >= 1, got {args.num_inference_steps}")
@@ -56,6 +62,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             pipe.scheduler.config, timestep_spacing=reference.scheduler.config.timestep_spacing)
         pipe.register_to_config(**{key: reference.config[key] for key in (
             "default_num_inference_steps", "default_image_guidance_scale", "default_label_guidance_scale")})
+        native = [name for name in reference.native_resolution_ridges if name in pipe.modalities]
+        pipe.condition_encoder.register_to_config(native_resolution_ridges=native)
+    if args.native_resolution_ridges is not None:
+        check_native_resolution_ridges(args.native_resolution_ridges, pipe.modalities)
+        pipe.condition_encoder.register_to_config(native_resolution_ridges=args.native_resolution_ridges)
     if args.scheduler is not None:
         pipe.scheduler = make_scheduler(args.scheduler, pipe.scheduler.config)
     if args.timestep_spacing is not None:
@@ -77,7 +88,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     staging.rename(model)
     shutil.rmtree(previous)
     print(f"{model}: {type(pipe.scheduler).__name__} ({pipe.scheduler.config.timestep_spacing} timesteps), "
-          f"{steps} steps, image guidance {image_guidance:g}, label guidance {label_guidance:g}")
+          f"{steps} steps, image guidance {image_guidance:g}, label guidance {label_guidance:g}, "
+          f"native-resolution ridges for {pipe.native_resolution_ridges}")
 
 
 if __name__ == "__main__":

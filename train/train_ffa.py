@@ -41,6 +41,7 @@ from peft.utils import get_peft_model_state_dict
 from tqdm.auto import tqdm
 
 from ffa_pipeline import FFADiffusionPipeline
+from ffa_pipeline.condition_encoder import check_native_resolution_ridges
 from ffa_pipeline.data import (
     ColumnSpec,
     PairedFFADataset,
@@ -99,6 +100,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                       help="What the model sees of a source image; recorded in the condition encoder's config. "
                       "Default: the starting model's ('rgb' for a new one). 'grey_ridges' is the same for phantom "
                       "and real photos (see ffa_pipeline.image_processing).")
+    data.add_argument("--native_resolution_ridges", nargs="*", metavar="MODALITY", default=None,
+                      help="Modalities whose ridge maps come from the source at its own resolution (up to 3x the "
+                      "model's; e.g. uwf_slo, whose vessels are too thin at 256 px); recorded in the condition "
+                      "encoder's config. Default: the starting model's (none for a new one).")
     data.add_argument("--cache_latents", action="store_true",
                       help="Encode every pair once with the frozen VAE (augmentation is then drawn once).")
     data.add_argument("--dataloader_num_workers", type=int, default=0)
@@ -184,6 +189,9 @@ def load_starting_pipeline(args: argparse.Namespace) -> FFADiffusionPipeline:
         pipe.register_modules(unet=regroup_attention_heads(pipe.unet, args.unet_attention_heads))
     if args.input_representation is not None:
         pipe.condition_encoder.register_to_config(input_representation=args.input_representation)
+    if args.native_resolution_ridges is not None:
+        check_native_resolution_ridges(args.native_resolution_ridges, pipe.modalities)
+        pipe.condition_encoder.register_to_config(native_resolution_ridges=args.native_resolution_ridges)
     return pipe
 
 
@@ -209,7 +217,9 @@ def load_data(args: argparse.Namespace, pipe: FFADiffusionPipeline, resolution: 
     labels = resolve_labels(dataset, spec, pipe.modalities, pipe.diseases, pipe.phases, args.modality)
     return PairedFFADataset(dataset, spec, labels, resolution, seed=args.seed, random_flip=args.random_flip,
                             random_rotation=args.random_rotation, random_scale=args.random_scale,
-                            color_jitter=args.color_jitter, input_representation=pipe.input_representation)
+                            color_jitter=args.color_jitter, input_representation=pipe.input_representation,
+                            native_ridge_modality_ids=[pipe.modalities.index(name)
+                                                       for name in pipe.native_resolution_ridges])
 
 
 def encode(vae, pixels: torch.Tensor, sample: bool, generator: torch.Generator | None = None) -> torch.Tensor:
