@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The default model shipped in assets/ffa-default: the exact commands (CPU, 2 cores; about 4.5 h in all).
+# The default model shipped in assets/ffa-default: the exact commands (CPU, 2 cores; about 5.3 h in all).
 set -euo pipefail
 P="python train/make_phantom_dataset.py --resolution 256 --phases arterial early mid late"
 # 1. Phantom data: 1500 eyes in CFP and UWF-SLO, OCT for only 60 eyes (a modality with few pairs).
@@ -60,12 +60,33 @@ python train/train_ffa.py --pretrained_ffa_model runs/ffa-angio --unet_attention
 #    their early contrast as in the real late angiograms; a darker, wider macula; experiments/phantom_realism.py).
 #    Steps 3-3d saw earlier phantoms (see 3b); with step 1 run at this commit, all of them see this one.
 python train/train_ffa.py --pretrained_ffa_model runs/ffa-heads "${ANGIOGRAM_RUN[@]}" --output_dir runs/ffa-late
+# 3f. Real ultra-widefield anatomy at its real scale, seen through ridge maps computed at the source's own resolution:
+#    `--native_resolution_ridges uwf_slo` (recorded in the condition encoder's config) gives uwf_slo inputs their
+#    ridge maps from the framed source at up to 768 px, where a real SLO's vessels (0.5-2 px wide at 256 px) stand
+#    out of its choroidal texture, lids and lashes. Sources that have those pixels: the 8 train angiograms of
+#    ../shared/data/uwf_slo_ffa (4 eyes, early + late) framed as their SLOs with SLO-like sources rendered at 768 px
+#    (listed 10 times), and 120 phantom UWF eyes rendered at 768 px, beside the data of 3c; 700 steps (26 min caching
+#    + 19 min training). Without the real UWF angiograms the model drew no disc on real SLOs; with them but ridges at
+#    256 px it lost the disc altogether (experiments/uwf_probe.sh).
+python train/make_angiogram_pairs.py --layout uwf_triplets --input ../shared/data/uwf_slo_ffa --resolution 768 \
+  --split train --output_dir data/uwf-angiogram-pairs-768
+python train/make_phantom_dataset.py --resolution 768 --phases arterial early mid late --num_samples 120 \
+  --modalities uwf_slo --seed 31 --output_dir data/phantom-uwf-768
+A=data/angiogram-pairs U=data/uwf-angiogram-pairs-768
+python train/train_ffa.py --pretrained_ffa_model runs/ffa-late --train_full_unet --native_resolution_ridges uwf_slo \
+  --train_data_dir data/phantom-train data/phantom-uwf-768 $A $A $A $U $U $U $U $U $U $U $U $U $U \
+  --max_train_samples 480 --target_image_column ffa_arterial,ffa_early,ffa_mid,ffa_late \
+  --phase_column ffa_arterial_seconds,ffa_early_seconds,ffa_mid_seconds,ffa_late_seconds \
+  --eye_id_column eye_id --alignment_loss_weight 0.1 --cache_latents --random_flip --random_rotation 10 \
+  --random_scale 0.1 --color_jitter 0.3 --input_representation grey_ridges --use_ema --ema_decay 0.995 \
+  --train_batch_size 8 --learning_rate 2e-4 --lr_scheduler constant_with_warmup --lr_warmup_steps 50 \
+  --max_train_steps 700 --checkpointing_steps 350 --checkpoints_total_limit 1 --output_dir runs/ffa-uwf-native
 # 4. Sampling defaults from the sweeps (experiments/sweep.sh) and the real-photo check: DDIM with "trailing"
 #    timesteps (the first step starts from the last training timestep, as pure noise needs; "leading" started 2
 #    steps at t=500), 2 steps, image guidance 2 (two UNet branches per step, run as one batch): better SSIM and
 #    MS-SSIM on phantom eyes than 4 leading steps (PSNR level for CFP, lower for OCT), at half the UNet time.
-python train/set_sampling_defaults.py --model runs/ffa-late --scheduler ddim --timestep_spacing trailing \
+python train/set_sampling_defaults.py --model runs/ffa-uwf-native --scheduler ddim --timestep_spacing trailing \
   --num_inference_steps 2 --image_guidance_scale 2 --label_guidance_scale 1
 # 5. Ship the pipeline alone (Hub layout, no checkpoints or logs); the model card assets/ffa-default/README.md is
 #    written by hand from the evaluation (experiments/evaluate_default.sh).
-python -c "from ffa_pipeline import FFADiffusionPipeline as P; P.from_pretrained('runs/ffa-late').save_pretrained('assets/ffa-default')"
+python -c "from ffa_pipeline import FFADiffusionPipeline as P; P.from_pretrained('runs/ffa-uwf-native').save_pretrained('assets/ffa-default')"

@@ -45,13 +45,21 @@ class ModalityStem(nn.Module):
         return latents + self.conv_out(hidden), hidden
 
 
+def check_native_resolution_ridges(names: list[str], modalities: list[str]) -> None:
+    """ValueError unless every name in `native_resolution_ridges` is one of the model's modalities."""
+    unknown = [name for name in names if name not in modalities]
+    if unknown:
+        raise ValueError(f"native_resolution_ridges has unknown modalities {unknown}; allowed: {list(modalities)}")
+
+
 class CrossModalConditionEncoder(ModelMixin, ConfigMixin):
     """One stem per input modality into a shared latent space, plus context tokens for cross-attention.
 
     The modality vocabulary is part of the config, so a checkpoint carries its own labels. So is
     `input_representation`: what the pipeline and the trainer make of a source image before the VAE encodes it
     ("rgb", the photo; "grey_ridges", a rendering-independent grey + vessel-ridge image, see the pipeline's
-    image_processing module).
+    image_processing module), and `native_resolution_ridges`: the modalities whose ridge maps come from the source
+    at its own resolution (up to 3x the model's; for ultra-widefield images, whose vessels are too thin at 256 px).
     Dropped images (classifier-free guidance) get all-zero shared latents and learned null tokens,
     the same convention as InstructPix2Pix's zeroed image latents.
     """
@@ -65,10 +73,12 @@ class CrossModalConditionEncoder(ModelMixin, ConfigMixin):
         num_context_tokens: int = 4,
         cross_attention_dim: int = 768,
         input_representation: str = "rgb",
+        native_resolution_ridges: list[str] | None = None,
     ):
         super().__init__()
         if not modalities or len(set(modalities)) != len(modalities):
             raise ValueError(f"modalities must be a non-empty list of unique names, got {modalities!r}")
+        check_native_resolution_ridges(native_resolution_ridges or [], modalities)
         self.stems = nn.ModuleDict({name: ModalityStem(latent_channels, hidden_channels) for name in modalities})
         self.token_projection = nn.Linear(hidden_channels, num_context_tokens * cross_attention_dim)
         self.modality_tokens = nn.Embedding(len(modalities), cross_attention_dim)

@@ -37,6 +37,11 @@ FLOAT_TOLERANCE = 1e-3  # float inputs may overshoot [0, 1] by rounding error; t
 # any rendering of the same anatomy (phantom or real photo, CFP or SLO), see `to_input_representation`.
 INPUT_REPRESENTATIONS = ("rgb", "grey_ridges")
 RIDGE_SIGMAS = (1.0, 2.0)  # Sato scales at the model's 256 px: real vessels there are 1-4 px wide
+# Modalities listed in the condition encoder's `native_resolution_ridges` get their ridge maps from the source at its
+# own resolution, up to this many times the model's side (768 px at 256; then area-resized): an ultra-widefield SLO
+# packs a 200-degree field into the same square, so its vessels are 0.5-2 px wide at 256 px and drown in choroidal
+# texture there, but stand out at 768 px. 3x keeps the Hessians near 0.3 s on 2 CPU cores.
+NATIVE_RIDGE_MAX_FACTOR = 3
 FIELD_EDGE_PX = 4  # ridges this close to the field of view's border are its edge, not vessels
 FIELD_HOLE_PX = 41  # dark patches inside the field (OCT en-face between vessels) up to this size stay in it
 
@@ -143,14 +148,29 @@ class FFAImageProcessor(ConfigMixin):
         pixels = VaeImageProcessor.numpy_to_pt(np.stack(squares))
         return VaeImageProcessor.normalize(pixels), framings
 
-    def to_model_input(self, pixels: torch.Tensor, representation: str) -> torch.Tensor:
-        """Preprocessed [B, 3, R, R] pixels in [-1, 1] -> the same in the condition encoder's representation."""
+    def to_model_input(
+        self, pixels: torch.Tensor, representation: str, details: list[np.ndarray | None] | None = None
+    ) -> torch.Tensor:
+        """Preprocessed [B, 3, H, W] pixels in [-1, 1] -> the same in the condition encoder's representation.
+
+        details: per image, None or its `ridge_detail` square, for ridges at the source's own resolution.
+        """
         check_input_representation(representation)
         if representation == "rgb":
             return pixels
         squares = VaeImageProcessor.pt_to_numpy(VaeImageProcessor.denormalize(pixels.float().cpu()))
-        converted = np.stack([to_input_representation(square, representation) for square in squares])
+        details = [None] * len(squares) if details is None else details
+        if len(details) != len(squares):
+            raise ValueError(f"to_model_input got {len(details)} details for {len(squares)} images")
+        converted = np.stack([to_input_representation(square, representation, detail)
+                              for square, detail in zip(squares, details)])
         return VaeImageProcessor.normalize(VaeImageProcessor.numpy_to_pt(converted)).to(pixels)
+
+    def ridge_detail(self, rgb: np.ndarray, framing: Framing, resolution: int) -> np.ndarray | None:
+        """`framing`'s square of an HxWx3 float image at its own resolution (at most NATIVE_RIDGE_MAX_FACTOR x
+        `resolution`), to compute ridge maps on; None when the source has no more pixels than `resolution`."""
+        side = min(framing.box[2], NATIVE_RIDGE_MAX_FACTOR * resolution)
+        return self.apply_framing(rgb, framing, side) if side > resolution else None
 
     def apply_framing(self, image: np.ndarray, framing: Framing, resolution: int) -> np.ndarray:
         """Cut `framing`'s square out of an HxWxC float image (black outside it) and resize it to the resolution.
@@ -327,13 +347,15 @@ def check_input_representation(representation: str) -> None:
         raise ValueError(f"Unknown input_representation {representation!r}; allowed: {list(INPUT_REPRESENTATIONS)}")
 
 
-def to_input_representation(square: np.ndarray, representation: str) -> np.ndarray:
+def to_input_representation(square: np.ndarray, representation: str, detail: np.ndarray | None = None) -> np.ndarray:
     """A framed HxWx3 float image in [0, 1] -> what the condition encoder sees (HxWx3 float32 in [0, 1]).
 
     "grey_ridges" (ours) keeps what a phantom and a real photo of the same eye share and drops their rendering
     (hue, illumination, vessel contrast): the CLAHE-equalised green channel (disc bright, fovea dark) and Sato
     ridge maps of dark and of bright vessels (CFP/SLO vessels are dark, OCT en-face vessels bright), each scaled
     to its own 99th percentile. A model trained on phantom photos in "rgb" draws its own vessel tree on real ones.
+    `detail` (ours): the same square at a higher resolution (`FFAImageProcessor.ridge_detail`); the ridge maps are
+    then computed on it, with the same sigmas in its own pixels (finer vessels), and area-resized to the square.
     """
     check_input_representation(representation)
     if representation == "rgb":
@@ -344,7 +366,13 @@ def to_input_representation(square: np.ndarray, representation: str) -> np.ndarr
     field = cv2.morphologyEx(bright, cv2.MORPH_CLOSE, hole)
     field = cv2.erode(field, np.ones((2 * FIELD_EDGE_PX + 1,) * 2, np.uint8)).astype(np.float32)
     equalised = _equalise(gray)  # computed once for the grey channel and both ridge maps
-    ridges = [ridge * field for ridge in _dark_and_bright_ridges(equalised, RIDGE_SIGMAS)]
+    if detail is None:
+        ridges = _dark_and_bright_ridges(equalised, RIDGE_SIGMAS)
+    else:
+        size = (square.shape[1], square.shape[0])
+        ridges = [_scaled(cv2.resize(ridge, size, interpolation=cv2.INTER_AREA))
+                  for ridge in _dark_and_bright_ridges(_equalise(to_gray(detail)), RIDGE_SIGMAS)]
+    ridges = [ridge * field for ridge in ridges]
     return np.stack([equalised, *ridges], axis=2).astype(np.float32)
 
 

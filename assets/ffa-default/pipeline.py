@@ -174,6 +174,12 @@ class FFADiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         return self.condition_encoder.config.input_representation
 
     @property
+    def native_resolution_ridges(self) -> list[str]:
+        """Modalities whose ridge maps come from the source at its own resolution (from the config; see
+        `image_processing.NATIVE_RIDGE_MAX_FACTOR`)."""
+        return list(self.condition_encoder.config.get("native_resolution_ridges") or [])
+
+    @property
     def default_resolution(self) -> int:
         return int(self.unet.config.sample_size) * self.vae_scale_factor
 
@@ -424,17 +430,23 @@ class FFADiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         device = self._execution_device
 
         # 1. Preprocess: field of view -> square -> model resolution, in [-1, 1].
+        modalities = _as_list(modality, batch_size, "modality")
         pixels, framings = self.image_processor.preprocess(images, resolution=max(height, width))
         if pixels.shape[-2:] != (height, width):
             pixels = torch.nn.functional.interpolate(pixels, size=(height, width), mode="bilinear", antialias=True)
-        pixels = self.image_processor.to_model_input(pixels, self.input_representation)
+        details = [
+            self.image_processor.ridge_detail(self.image_processor.to_float_rgb(source), framing, max(height, width))
+            if name in self.native_resolution_ridges else None
+            for source, framing, name in zip(images, framings, modalities)
+        ]
+        pixels = self.image_processor.to_model_input(pixels, self.input_representation, details)
 
         # 2. Labels, repeated per sample.
         def per_sample(values: list) -> list:
             return [value for value in values for _ in range(num_images_per_prompt)]
 
         modality_ids = torch.tensor(
-            per_sample([self.condition_encoder.modality_index(m) for m in _as_list(modality, batch_size, "modality")]),
+            per_sample([self.condition_encoder.modality_index(m) for m in modalities]),
             device=device,
         )
         disease_ids = torch.tensor(
