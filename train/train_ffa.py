@@ -582,6 +582,10 @@ def main(argv: list[str] | None = None) -> None:
         if ema is not None:
             ema.copy_to(parameters)
         save_final(args, pipe, accelerator, {"steps": global_step, "final_loss": logs.get("loss")})
+    # Drop the DDP wrappers (and their gloo reducers) on every process while all are alive: left to interpreter exit,
+    # a rank once hung joining gloo threads after its peer had gone (2 processes on a loaded 2-core CPU).
+    unet, encoder, disease_embedding, optimizer = accelerator.free_memory(unet, encoder, disease_embedding, optimizer)
+    accelerator.wait_for_everyone()
     accelerator.end_training()
 
 

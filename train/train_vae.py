@@ -248,6 +248,9 @@ def main(argv: list[str] | None = None) -> None:
         metrics = {"before": before, "after": after, "steps": global_step, "train_images": len(train_set),
                    "held_out_images": len(validation_set)}
         (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    # As in train_ffa.py: release the DDP wrapper on every process before the process group goes.
+    vae, optimizer = accelerator.free_memory(vae, optimizer)
+    accelerator.wait_for_everyone()
     accelerator.end_training()
 
 
