@@ -50,6 +50,7 @@ import PIL.Image
 import torch
 
 from ffa_pipeline import load_default_pipeline
+from ffa_pipeline.image_processing import RIDGE_SIGMAS
 from ffa_pipeline.metrics import vessel_auc
 from ffa_pipeline.registration import to_gray, vessel_map
 
@@ -57,7 +58,6 @@ ROOT = Path(__file__).resolve().parent.parent
 CFP_EXAMPLE = ROOT / "assets" / "examples" / "retina_skimage_cc0.png"
 UWF_TEST = ROOT.parent / "shared" / "data" / "uwf_slo_ffa" / "test"
 VESSEL_FRACTION = 0.12
-FINE_FACTOR, FINE_SIGMAS = 3, (1.0, 2.0)  # fine vessels: ridges at up to 3x the frame, Sato scales in those pixels
 
 
 def inputs() -> list[dict]:
@@ -91,14 +91,13 @@ def fovea_of(grey: np.ndarray, field: np.ndarray) -> np.ndarray:
 
 
 def fine_vessels_of(rgb: np.ndarray, framing, processor, field: np.ndarray) -> np.ndarray | None:
-    """The input's vessels found at its own resolution (up to FINE_FACTOR x the frame), shrunk to the frame; None
-    for an input no larger than the frame."""
+    """The input's vessels found at its own resolution (the pipeline's `ridge_detail` square: up to 3x the frame),
+    shrunk to the frame; None for an input no larger than the frame."""
     resolution = field.shape[0]
-    side = min(framing.box[2], FINE_FACTOR * resolution)
-    if side <= resolution:
+    large = processor.ridge_detail(rgb, framing, resolution)
+    if large is None:
         return None
-    large = processor.apply_framing(rgb, framing, side)
-    ridges = vessel_map(to_gray(large), vessels_dark=True, sigmas=FINE_SIGMAS)
+    ridges = vessel_map(to_gray(large), vessels_dark=True, sigmas=RIDGE_SIGMAS)
     return vessels_of(cv2.resize(ridges, (resolution, resolution), interpolation=cv2.INTER_AREA), field)
 
 
@@ -110,7 +109,7 @@ def anatomy_checks(source: np.ndarray, output: np.ndarray, field: np.ndarray,
     control = vessel_auc(np.ascontiguousarray(output[:, ::-1]), vessels, field)
     fine = {}
     if fine_vessels is not None:
-        ridges = vessel_map(to_gray(output), vessels_dark=False, sigmas=FINE_SIGMAS)
+        ridges = vessel_map(to_gray(output), vessels_dark=False, sigmas=RIDGE_SIGMAS)
         fine = {"fine_vessel_ridge_auc": float(vessel_auc(ridges, fine_vessels, field)),
                 "fine_vessel_ridge_auc_flipped_control": float(
                     vessel_auc(np.ascontiguousarray(ridges[:, ::-1]), fine_vessels, field))}
