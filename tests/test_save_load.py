@@ -12,6 +12,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import PIL.Image
 import pytest
 import torch
 from conftest import seeded
@@ -194,6 +195,11 @@ def test_native_resolution_ridges_travel_with_the_checkpoint_and_change_only_lar
     np.testing.assert_allclose(run(native, large, "cfp"), run(plain, large, "cfp"), atol=1e-5)  # not listed
     np.testing.assert_allclose(run(native, small, "oct"), run(plain, small, "oct"), atol=1e-5)  # only 32 px
     assert np.abs(run(native, large, "oct") - run(plain, large, "oct")).max() > 1e-3
+    decoded = []  # the source is decoded once, for the square and its native-resolution ridges alike
+    read = native.image_processor.to_float_rgb
+    native.image_processor.to_float_rgb = lambda image: decoded.append(image) or read(image)
+    run(native, PIL.Image.fromarray(large), "oct")
+    assert len(decoded) == 1
     config["condition_encoder"]["native_resolution_ridges"] = ["uwf"]
     with pytest.raises(ValueError, match=r"unknown modalities \['uwf'\]; allowed: \['cfp', 'oct', 'uwf_slo'\]"):
         build_pipeline(config)

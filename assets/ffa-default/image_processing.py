@@ -137,16 +137,22 @@ class FFAImageProcessor(ConfigMixin):
 
     def preprocess(self, images, resolution: int | None = None) -> tuple[torch.Tensor, list[Framing]]:
         """Images -> ([B, 3, R, R] float32 in [-1, 1], one Framing per image)."""
+        rgbs, framings = self.decode_and_frame(images)
+        return self.framed_pixels(rgbs, framings, resolution), framings
+
+    def decode_and_frame(self, images) -> tuple[list[np.ndarray], list[Framing]]:
+        """Images -> (each as HxWx3 float32 in [0, 1] at its own size, its Framing): the first half of `preprocess`,
+        for callers that also need the decoded source (`ridge_detail`) without decoding it twice."""
+        rgbs = [self.to_float_rgb(image) for image in _as_list(images)]
+        return rgbs, [self.frame(rgb) for rgb in rgbs]
+
+    def framed_pixels(self, rgbs: list[np.ndarray], framings: list[Framing],
+                      resolution: int | None = None) -> torch.Tensor:
+        """Decoded images and their framings (`decode_and_frame`) -> [B, 3, R, R] float32 in [-1, 1]."""
         resolution = self.config.resolution if resolution is None else resolution
         _check_resolution(resolution)
-        squares, framings = [], []
-        for image in _as_list(images):
-            rgb = self.to_float_rgb(image)
-            framing = self.frame(rgb)
-            squares.append(self.apply_framing(rgb, framing, resolution))
-            framings.append(framing)
-        pixels = VaeImageProcessor.numpy_to_pt(np.stack(squares))
-        return VaeImageProcessor.normalize(pixels), framings
+        squares = [self.apply_framing(rgb, framing, resolution) for rgb, framing in zip(rgbs, framings)]
+        return VaeImageProcessor.normalize(VaeImageProcessor.numpy_to_pt(np.stack(squares)))
 
     def to_model_input(
         self, pixels: torch.Tensor, representation: str, details: list[np.ndarray | None] | None = None

@@ -431,13 +431,14 @@ class FFADiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
 
         # 1. Preprocess: field of view -> square -> model resolution, in [-1, 1].
         modalities = _as_list(modality, batch_size, "modality")
-        pixels, framings = self.image_processor.preprocess(images, resolution=max(height, width))
+        rgbs, framings = self.image_processor.decode_and_frame(images)
+        pixels = self.image_processor.framed_pixels(rgbs, framings, resolution=max(height, width))
         if pixels.shape[-2:] != (height, width):
             pixels = torch.nn.functional.interpolate(pixels, size=(height, width), mode="bilinear", antialias=True)
         details = [
-            self.image_processor.ridge_detail(self.image_processor.to_float_rgb(source), framing, max(height, width))
+            self.image_processor.ridge_detail(rgb, framing, max(height, width))
             if name in self.native_resolution_ridges else None
-            for source, framing, name in zip(images, framings, modalities)
+            for rgb, framing, name in zip(rgbs, framings, modalities)
         ]
         pixels = self.image_processor.to_model_input(pixels, self.input_representation, details)
 
