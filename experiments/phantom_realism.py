@@ -8,8 +8,9 @@ the phantom's (medians per modality and phase; the fovea on normal eyes only):
 
 * vessel contrast: mean grey on the top 12 % of the angiogram's bright-ridge map / mean on the rest of the field
   (the vessels of `experiments/real_photo_check.py`'s checks against a real angiogram);
-* fovea darkness: mean grey in a disc of 0.05 x the frame at the darkest point of the frame's centre / mean of the
-  field (`real_photo_check.fovea_of`; a real angiogram's fovea is dark: 0.3-0.55).
+* fovea darkness: mean grey in a disc of the fovea's radius (0.05 of the frame; 0.015 in ultra-widefield images)
+  at the point of the frame's centre darkest against its surround / mean of the field (`real_photo_check.fovea_of`;
+  a real angiogram's fovea is dark).
 
 A phantom whose late vessels fade into the background, or whose fovea is faint, teaches the model a late phase and
 a macula that real angiograms do not have. Ours (no library measures this).
@@ -21,7 +22,7 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from real_photo_check import fovea_of, vessels_of  # this folder is on sys.path when run as a script
+from real_photo_check import FOVEA_RADIUS, fovea_of, vessels_of  # this folder is on sys.path when run as a script
 
 from ffa_pipeline.data import load_dataset_fresh
 from ffa_pipeline.image_processing import FFAImageProcessor
@@ -30,33 +31,36 @@ from ffa_pipeline.registration import to_gray, vessel_map
 RESOLUTION = 256
 FIELD_LEVEL = 0.01  # darker than this is outside the field of view (or no dye yet)
 PHANTOM_PHASES = ("ffa_arterial", "ffa_early", "ffa_mid", "ffa_late")
-REAL_SETS = {
-    "UWF early": "uwf_slo_ffa/*/*_ffa_early.png",
-    "UWF late": "uwf_slo_ffa/*/*_ffa_late.png",
-    "ffa_real arterial": "ffa_real/phase_identification/train/arterial_phase/*.jpg",
-    "ffa_real venous": "ffa_real/phase_identification/train/venous_phase/*.jpg",
-    "ffa_real normal eyes": "ffa_real/disease_diagnosis/train/normal/*.jpg",
+REAL_SETS = {  # name: (glob under the data root, the modality whose field of view it has)
+    "UWF early": ("uwf_slo_ffa/*/*_ffa_early.png", "uwf_slo"),
+    "UWF late": ("uwf_slo_ffa/*/*_ffa_late.png", "uwf_slo"),
+    "ffa_real arterial": ("ffa_real/phase_identification/train/arterial_phase/*.jpg", "cfp"),
+    "ffa_real venous": ("ffa_real/phase_identification/train/venous_phase/*.jpg", "cfp"),
+    "ffa_real normal eyes": ("ffa_real/disease_diagnosis/train/normal/*.jpg", "cfp"),
 }
 
 
-def contrast_and_fovea(grey: np.ndarray) -> tuple[float, float]:
-    """(vessel contrast, fovea darkness) of one framed angiogram (HxW float in [0, 1]); NaN where it has no field."""
+def contrast_and_fovea(grey: np.ndarray, modality: str) -> tuple[float, float]:
+    """(vessel contrast, fovea darkness) of one framed angiogram (HxW float in [0, 1]) of an eye imaged in
+    `modality` (the fovea's size in the frame); NaN where it has no field."""
     field = grey > FIELD_LEVEL
     if field.sum() < 100:
         return float("nan"), float("nan")
     vessels = vessels_of(vessel_map(to_gray(grey), vessels_dark=False), field)
     contrast = grey[vessels].mean() / grey[field & ~vessels].mean()
-    return float(contrast), float(grey[fovea_of(grey, field)].mean() / grey[field].mean())
+    fovea = fovea_of(grey, field, FOVEA_RADIUS[modality])
+    return float(contrast), float(grey[fovea].mean() / grey[field].mean())
 
 
 def real_rows(root: Path) -> list[str]:
     processor = FFAImageProcessor(resolution=RESOLUTION)
     lines = []
-    for name, pattern in REAL_SETS.items():
+    for name, (pattern, modality) in REAL_SETS.items():
         values = []
         for path in sorted(root.glob(pattern)):
             rgb = processor.to_float_rgb(path)
-            values.append(contrast_and_fovea(processor.apply_framing(rgb, processor.frame(rgb), RESOLUTION).mean(2)))
+            framed = processor.apply_framing(rgb, processor.frame(rgb), RESOLUTION).mean(2)
+            values.append(contrast_and_fovea(framed, modality))
         if values:
             contrast, fovea = np.nanmedian(np.array(values), axis=0)
             lines.append(f"| real: {name} | {len(values)} | {contrast:.2f} | {fovea:.2f} |")
@@ -71,7 +75,7 @@ def phantom_rows(folder: str) -> list[str]:
         for phase in [phase for phase in PHANTOM_PHASES if phase in subset.column_names]:
             values, normal = [], []  # one pass: each row's images are decoded once
             for row in subset:
-                contrast, fovea = contrast_and_fovea(np.asarray(row[phase].convert("L"), np.float32) / 255)
+                contrast, fovea = contrast_and_fovea(np.asarray(row[phase].convert("L"), np.float32) / 255, modality)
                 values.append(contrast)
                 if row["disease"] == "normal":
                     normal.append(fovea)

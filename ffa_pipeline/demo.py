@@ -39,9 +39,8 @@ UNTRAINED_WARNING = "untrained demo model: output is random"
 EMBEDDED_DEFAULT_NOTE = (
     "the embedded default model learnt from a simulated retina and from real angiograms with photos rendered from "
     "them, never from a real photo: on a real colour photo its angiogram puts the vessels and the disc in place, "
-    "but the fovea does not stand out of the macula and lesions are not reliable; on ultra-widefield SLO it finds "
-    "the disc and fovea in some eyes only and draws thicker, fewer vessels than real - see the README: The default "
-    "model"
+    "but the fovea is faint (gone in the late phase) and lesions are not reliable; on ultra-widefield SLO it finds "
+    "the disc in some eyes only and draws thicker, fewer vessels than real - see the README: The default model"
 )
 MAX_WORKING_SIDE = 1024  # uploads are shrunk to this: the model sees at most 512 px, outputs match the upload
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp")
