@@ -106,7 +106,8 @@ def test_fundus_framing_ranges_from_fovea_centred_to_disc_centred():
 
 def test_macula_as_dark_as_in_real_images():
     """A real photo's macula is clearly darker than its fundus and a real angiogram's more so (skimage's photo: 0.81;
-    the real UWF angiograms: 0.3-0.55); a phantom with a faint macula teaches the model no dark fovea."""
+    real normal angiograms: 0.37 by experiments/phantom_realism.py); a phantom with a faint macula teaches the model
+    no dark fovea."""
     ratios = {"source_image": [], "ffa_early": [], "ffa_late": []}
     for seed in range(4):
         row = render_sample(sample_eye(seed, "normal"), RESOLUTION, ("cfp",), ("early", "late"), randomise=False)["cfp"]

@@ -102,7 +102,7 @@ def fluorescence_maps(eye: EyeGeometry, frame: Frame) -> FluorescenceMaps:
     non_perfused = frame.lesion("non_perfusion")
     # Xanthophyll and the denser RPE of the macula block the choroidal flush: a real angiogram's macula is
     # about half as bright as the fundus around it, over about a disc diameter (the real angiograms of ../shared:
-    # 0.38-0.48 at the fovea by experiments/phantom_realism.py).
+    # 0.37 of the field at the fovea of normal eyes, 0.49-0.57 over all, by experiments/phantom_realism.py).
     macula = 1.0 - (0.7 + 0.25 * look.macular_pigment) * np.exp(-((rf / 8.0) ** 2))
     periphery = 1.0 - 0.75 * np.clip((rf - 20.0) / 70.0, 0.0, 1.0)
     choroid = (0.17 + 0.012 * texture["low"] + 0.025 * texture["mid"]) * macula * periphery
