@@ -22,8 +22,8 @@ beside ours). Every input is framed by the pipeline's own processor, and the che
   0.015 for an ultra-widefield image) at the input's fovea (the point of its centre darkest against its
   surround, `fovea_point`) / mean output in the field of view (< 1: a dark fovea where the input has its
   macula), and the same with the output flipped left-right (the fovea is off-centre, so a flipped output is not
-  dark there). A real UWF SLO barely shows its fovea, so for those inputs the figures against the real
-  angiogram (below) are the ones that say where the fovea is;
+  dark there). A real UWF SLO barely shows its fovea, and its angiogram (below) is not pixel-aligned with it while
+  a UWF fovea is only 3-5 px across at 256 px, so on UWF inputs no fovea figure here says where the fovea is;
 * fovea, measured as on real angiograms: the output's own fovea (`fovea_point`), its darkness measured as
   `experiments/phantom_realism.py` measures real angiograms' (so the two are comparable: the measure above sits at
   the input's fovea, not the output's, and reads fainter), and its distance from the input's fovea as a fraction of
@@ -63,7 +63,8 @@ CFP_EXAMPLE = ROOT / "assets" / "examples" / "retina_skimage_cc0.png"
 UWF_TEST = ROOT.parent / "shared" / "data" / "uwf_slo_ffa" / "test"
 VESSEL_FRACTION = 0.12
 # The fovea's radius as a fraction of the frame: 0.05 in a 45-55 degree photo or angiogram, about a quarter of
-# that in a 200 degree ultra-widefield image (measured on the UWF test angiograms: 3-5 px of 256).
+# that in a 200 degree ultra-widefield image (measured on the UWF test angiograms: 3-5 px of 256). The phantom's
+# OCT en-face images are measured as photos.
 FOVEA_RADIUS = {"cfp": 0.05, "oct": 0.05, "uwf_slo": 0.015}
 
 
