@@ -31,9 +31,9 @@ from datasets import Dataset, DatasetDict, Features, concatenate_datasets, load_
 from datasets import Image as ImageFeature
 
 from .image_processing import (
-    NATIVE_RIDGE_MAX_FACTOR,
     FFAImageProcessor,
     check_input_representation,
+    native_ridge_side,
     to_input_representation,
 )
 
@@ -189,8 +189,8 @@ class PairedFFADataset(torch.utils.data.Dataset):
     partner: per-channel gain, gamma, contrast, blur, noise), so that a model trained on one rendering (the phantom)
     learns the anatomy rather than the rendering. The inputs are then turned into the condition encoder's
     `input_representation` (after augmentation, exactly as the pipeline does after framing); inputs of the modality
-    ids in `native_ridge_modality_ids` are framed, augmented and jittered at their own resolution (up to
-    NATIVE_RIDGE_MAX_FACTOR x) and their ridge maps computed there, as the pipeline does for the checkpoint's
+    ids in `native_ridge_modality_ids` are framed, augmented and jittered at their own resolution
+    (`native_ridge_side`) and their ridge maps computed there, as the pipeline does for the checkpoint's
     `native_resolution_ridges`.
     """
 
@@ -251,7 +251,7 @@ class PairedFFADataset(torch.utils.data.Dataset):
         """
         size = side = self.resolution
         if input_rng is not None and native_ridges:
-            side = max(size, min(framing.box[2], NATIVE_RIDGE_MAX_FACTOR * size))
+            side = native_ridge_side(framing, size)
         square = self.processor.apply_framing(image, framing, side)
         if matrix is not None:
             matrix = matrix * np.array([[1.0, 1.0, side / size]])  # the same warp, its shift in this side's pixels

@@ -173,9 +173,9 @@ class FFAImageProcessor(ConfigMixin):
         return VaeImageProcessor.normalize(VaeImageProcessor.numpy_to_pt(converted)).to(pixels)
 
     def ridge_detail(self, rgb: np.ndarray, framing: Framing, resolution: int) -> np.ndarray | None:
-        """`framing`'s square of an HxWx3 float image at its own resolution (at most NATIVE_RIDGE_MAX_FACTOR x
-        `resolution`), to compute ridge maps on; None when the source has no more pixels than `resolution`."""
-        side = min(framing.box[2], NATIVE_RIDGE_MAX_FACTOR * resolution)
+        """`framing`'s square of an HxWx3 float image at its own resolution (`native_ridge_side`), to compute ridge
+        maps on; None when the source has no more pixels than `resolution`."""
+        side = native_ridge_side(framing, resolution)
         return self.apply_framing(rgb, framing, side) if side > resolution else None
 
     def apply_framing(self, image: np.ndarray, framing: Framing, resolution: int) -> np.ndarray:
@@ -346,6 +346,12 @@ def _dark_and_bright_ridges(equalised: np.ndarray, sigmas: tuple[float, ...]) ->
         dark = np.maximum(dark, sigma**2 * np.maximum(larger, 0))
         bright = np.maximum(bright, sigma**2 * np.maximum(-smaller, 0))
     return _scaled(dark), _scaled(bright)
+
+
+def native_ridge_side(framing: Framing, resolution: int) -> int:
+    """The side at which `framing`'s square keeps the source's own pixels for its ridge maps: the square's side in
+    the source, capped at NATIVE_RIDGE_MAX_FACTOR x `resolution` and never below `resolution`."""
+    return max(resolution, min(framing.box[2], NATIVE_RIDGE_MAX_FACTOR * resolution))
 
 
 def check_input_representation(representation: str) -> None:

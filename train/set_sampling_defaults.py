@@ -17,7 +17,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ffa_pipeline import FFADiffusionPipeline
-from ffa_pipeline.condition_encoder import check_native_resolution_ridges
 from ffa_pipeline.pipeline_ffa import SCHEDULERS, make_scheduler
 
 TIMESTEP_SPACINGS = ["leading", "trailing", "linspace"]  # diffusers' schedulers' `timestep_spacing` values
@@ -62,11 +61,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             pipe.scheduler.config, timestep_spacing=reference.scheduler.config.timestep_spacing)
         pipe.register_to_config(**{key: reference.config[key] for key in (
             "default_num_inference_steps", "default_image_guidance_scale", "default_label_guidance_scale")})
-        native = [name for name in reference.native_resolution_ridges if name in pipe.modalities]
-        pipe.condition_encoder.register_to_config(native_resolution_ridges=native)
+        pipe.condition_encoder.set_native_resolution_ridges(
+            [name for name in reference.native_resolution_ridges if name in pipe.modalities])
     if args.native_resolution_ridges is not None:
-        check_native_resolution_ridges(args.native_resolution_ridges, pipe.modalities)
-        pipe.condition_encoder.register_to_config(native_resolution_ridges=args.native_resolution_ridges)
+        pipe.condition_encoder.set_native_resolution_ridges(args.native_resolution_ridges)
     if args.scheduler is not None:
         pipe.scheduler = make_scheduler(args.scheduler, pipe.scheduler.config)
     if args.timestep_spacing is not None:

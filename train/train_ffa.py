@@ -41,7 +41,6 @@ from peft.utils import get_peft_model_state_dict
 from tqdm.auto import tqdm
 
 from ffa_pipeline import FFADiffusionPipeline
-from ffa_pipeline.condition_encoder import check_native_resolution_ridges
 from ffa_pipeline.data import (
     ColumnSpec,
     PairedFFADataset,
@@ -190,8 +189,7 @@ def load_starting_pipeline(args: argparse.Namespace) -> FFADiffusionPipeline:
     if args.input_representation is not None:
         pipe.condition_encoder.register_to_config(input_representation=args.input_representation)
     if args.native_resolution_ridges is not None:
-        check_native_resolution_ridges(args.native_resolution_ridges, pipe.modalities)
-        pipe.condition_encoder.register_to_config(native_resolution_ridges=args.native_resolution_ridges)
+        pipe.condition_encoder.set_native_resolution_ridges(args.native_resolution_ridges)
     return pipe
 
 

@@ -91,6 +91,11 @@ class CrossModalConditionEncoder(ModelMixin, ConfigMixin):
             raise ValueError(f"Unknown modality {name!r}; this model knows {modalities}")
         return modalities.index(name)
 
+    def set_native_resolution_ridges(self, names: list[str]) -> None:
+        """Record the modalities whose ridge maps come from the source at its own resolution (checked first)."""
+        check_native_resolution_ridges(names, list(self.config.modalities))
+        self.register_to_config(native_resolution_ridges=list(names))
+
     def forward(
         self,
         source_latents: torch.Tensor,
