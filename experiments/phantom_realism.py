@@ -9,7 +9,7 @@ the phantom's (medians per modality and phase; the fovea on normal eyes only):
 * vessel contrast: mean grey on the top 12 % of the angiogram's bright-ridge map / mean on the rest of the field
   (the vessels of `experiments/real_photo_check.py`'s checks against a real angiogram);
 * fovea darkness: mean grey in a disc of the fovea's radius (0.05 of the frame; 0.015 in ultra-widefield images)
-  at the point of the frame's centre darkest against its surround / mean of the field (`real_photo_check.fovea_of`;
+  at the point of the frame's centre darkest against its surround / mean of the field (`ffa_pipeline.anatomy.fovea_of`;
   a real angiogram's fovea is dark).
 
 A phantom whose late vessels fade into the background, or whose fovea is faint, teaches the model a late phase and
@@ -22,8 +22,9 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from real_photo_check import FOVEA_RADIUS, fovea_of, vessels_of  # this folder is on sys.path when run as a script
+from real_photo_check import vessels_of  # this folder is on sys.path when run as a script
 
+from ffa_pipeline.anatomy import FOVEA_RADIUS, fovea_of
 from ffa_pipeline.data import load_dataset_fresh
 from ffa_pipeline.image_processing import FFAImageProcessor
 from ffa_pipeline.registration import to_gray, vessel_map

@@ -35,7 +35,12 @@ beside ours). Every input is framed by the pipeline's own processor, and the che
   (`fovea_point` on the early angiogram, where the fovea shows best, for both phases), each with the mirrored
   output as control. The SLO and its angiogram are not pixel-aligned
   (another geometry, not just a shift), so as a reference the same AUC is given for the input's own dark-ridge map
-  ("input_ridges_vessel_auc_vs_real"): a model that copied the SLO's vessels exactly would score about that.
+  ("input_ridges_vessel_auc_vs_real"): a model that copied the SLO's vessels exactly would score about that;
+* UWF fovea on registered pairs (when `data/uwf-registered` is there: `experiments/real_uwf.sh` builds it; the test
+  eyes whose SLO and angiogram `ffa_pipeline/registration.py` could register, 10 and 8): the output's own fovea
+  against the registered early angiogram's (`find_fovea`, UWF radius), its distance as a fraction of the frame and
+  both darknesses, for the whole SLO and for crops of it that move the fovea off the frame's centre (a model that
+  draws the fovea at the centre of every frame fails those).
 
 Writes `real_photo_check.png` (input | synthetic early | synthetic late | real early | real late) and
 `real_photo_check.json`. This is ours (not a library's): there is no standard check of anatomical faithfulness
@@ -54,6 +59,8 @@ import PIL.Image
 import torch
 
 from ffa_pipeline import load_default_pipeline
+from ffa_pipeline.anatomy import FOVEA_RADIUS, find_fovea, fovea_of, fovea_point
+from ffa_pipeline.data import load_dataset_fresh
 from ffa_pipeline.image_processing import RIDGE_SIGMAS
 from ffa_pipeline.metrics import vessel_auc
 from ffa_pipeline.registration import to_gray, vessel_map
@@ -61,11 +68,10 @@ from ffa_pipeline.registration import to_gray, vessel_map
 ROOT = Path(__file__).resolve().parent.parent
 CFP_EXAMPLE = ROOT / "assets" / "examples" / "retina_skimage_cc0.png"
 UWF_TEST = ROOT.parent / "shared" / "data" / "uwf_slo_ffa" / "test"
+UWF_REGISTERED = ROOT / "data" / "uwf-registered"
+CROPS = {"whole": lambda a: a, "left 70%": lambda a: a[:, : int(0.7 * a.shape[1])],
+         "right 70%": lambda a: a[:, int(0.3 * a.shape[1]):], "bottom 70%": lambda a: a[int(0.3 * a.shape[0]):]}
 VESSEL_FRACTION = 0.12
-# The fovea's radius as a fraction of the frame: 0.05 in a 45-55 degree photo or angiogram, about a quarter of
-# that in a 200 degree ultra-widefield image (measured on the UWF test angiograms: 3-5 px of 256). The phantom's
-# OCT en-face images are measured as photos.
-FOVEA_RADIUS = {"cfp": 0.05, "oct": 0.05, "uwf_slo": 0.015}
 
 
 def inputs() -> list[dict]:
@@ -79,35 +85,6 @@ def inputs() -> list[dict]:
 
 def vessels_of(ridges: np.ndarray, field: np.ndarray) -> np.ndarray:
     return (ridges >= np.quantile(ridges[field], 1 - VESSEL_FRACTION)) & field
-
-
-def fovea_point(grey: np.ndarray, field: np.ndarray, radius: float = FOVEA_RADIUS["cfp"]) -> tuple[int, int]:
-    """(y, x) of the fovea: the point of the centre (middle half of each axis) darkest against its surround, the
-    field's mean grey within 0.8 x `radius` (a fraction of the side) over its mean within 2.5 x `radius`, at least
-    0.8 x `radius` inside the field. Against the surround and inside the field, so that neither a vignetted edge of
-    the centre nor the black beyond the field is taken for the fovea (the plain darkest point lay on the centre's
-    edge in 3 of 11 real normal angiograms and in the model's outputs of the skimage photo, and at the field's edge
-    in the UWF SLOs and their angiograms)."""
-    side = grey.shape[0]
-    in_field = field.astype(np.float32)
-
-    def field_mean(sigma: float) -> np.ndarray:
-        weight = cv2.GaussianBlur(in_field, (0, 0), sigma)
-        return cv2.GaussianBlur(grey.astype(np.float32) * in_field, (0, 0), sigma) / np.maximum(weight, 1e-3)
-
-    relative = field_mean(0.8 * radius * side) / np.maximum(field_mean(2.5 * radius * side), 1e-3)
-    margin = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * round(0.8 * radius * side) + 1,) * 2)
-    search = cv2.erode(field.astype(np.uint8), margin).astype(bool)
-    search[: side // 4] = search[3 * side // 4:] = search[:, : side // 4] = search[:, 3 * side // 4:] = False
-    return np.unravel_index(np.where(search, relative, np.inf).argmin(), relative.shape)
-
-
-def fovea_of(grey: np.ndarray, field: np.ndarray, radius: float = FOVEA_RADIUS["cfp"]) -> np.ndarray:
-    """A disc of `radius` x the side at the image's fovea (`fovea_point`)."""
-    side = grey.shape[0]
-    y, x = fovea_point(grey, field, radius)
-    yy, xx = np.mgrid[:side, :side]
-    return (yy - y) ** 2 + (xx - x) ** 2 <= (radius * side) ** 2
 
 
 def fine_vessels_of(rgb: np.ndarray, framing, processor, field: np.ndarray) -> np.ndarray | None:
@@ -200,6 +177,34 @@ def moved_disc_offsets(pipe, rgb: np.ndarray, modality: str, seed: int, **settin
     return offsets
 
 
+def registered_uwf_fovea(pipe, seed: int, **settings) -> dict[str, dict[str, dict[str, float]]]:
+    """{eye: {crop: figures}} of the module docstring's UWF fovea on registered pairs (early phase, where the fovea
+    shows best)."""
+    processor, resolution = pipe.image_processor, pipe.default_resolution
+    radius, report = FOVEA_RADIUS["uwf_slo"], {}
+    for row in load_dataset_fresh(str(UWF_REGISTERED))["test"]:
+        if row["phase_name"] != "early":
+            continue
+        slo = processor.to_float_rgb(row["source_image"])
+        angiogram = processor.to_float_rgb(row["target_image"])
+        report[row["eye_id"]] = {}
+        for name, crop in CROPS.items():
+            rgb, real = np.ascontiguousarray(crop(slo)), np.ascontiguousarray(crop(angiogram))
+            framing = processor.frame(rgb)
+            source = processor.apply_framing(rgb, framing, resolution)
+            real = processor.apply_framing(real, framing, resolution).mean(axis=2)
+            field = real_field(real, source.max(axis=2) > 0.04)
+            output = pipe(rgb, modality="uwf_slo", phase="early", output_type="np",
+                          generator=torch.Generator().manual_seed(seed), **settings).images[0, ..., 0]
+            fovea_real, fovea_out = find_fovea(real, field, radius), find_fovea(output, field, radius)
+            report[row["eye_id"]][name] = {
+                "fovea_offset": float(np.hypot(fovea_out.y - fovea_real.y, fovea_out.x - fovea_real.x) / resolution),
+                "fovea_darkness_output": fovea_out.darkness, "fovea_darkness_real": fovea_real.darkness,
+                "real_fovea_from_centre": float(np.hypot(fovea_real.y - resolution / 2, fovea_real.x - resolution / 2)
+                                                / resolution)}
+    return report
+
+
 def brightest_point(image: np.ndarray, field: np.ndarray) -> tuple[int, int]:
     """(y, x) of the brightest point in the field after a blur of 0.02 x the frame: an angiogram's (or photo's) disc."""
     blurred = cv2.GaussianBlur(image.astype(np.float32), (0, 0), image.shape[0] / 50)
@@ -247,6 +252,10 @@ def main() -> None:
     report["skimage retina (CFP), moved: disc offset"] = moved_disc_offsets(
         pipe, photo, "cfp", args.seed, num_inference_steps=args.num_inference_steps,
         image_guidance_scale=args.image_guidance_scale)
+    if UWF_REGISTERED.is_dir():
+        report["UWF registered (early): fovea"] = registered_uwf_fovea(
+            pipe, args.seed, num_inference_steps=args.num_inference_steps,
+            image_guidance_scale=args.image_guidance_scale)
     figure = (np.concatenate(rows, axis=0) * 255).round().astype(np.uint8)
     PIL.Image.fromarray(figure).save(args.output_dir / "real_photo_check.png")
     (args.output_dir / "real_photo_check.json").write_text(json.dumps(report, indent=2) + "\n")
