@@ -39,7 +39,9 @@ python train/train_ffa.py --pretrained_ffa_model runs/ffa-small --train_full_une
 #    with a photo-like source rendered from it, listed 3 times (each copy gets its own augmentation) beside 480 rows of
 #    the corrected phantom; 700 steps from 3b (19 min caching + 15 min training). Without it the model lays the
 #    phantom's anatomy over a real photo (its disc landed at the same place wherever the photo's disc was).
-python train/make_angiogram_pairs.py --input ../shared/data/ffa_real --split train --output_dir data/angiogram-pairs
+#    (`--no_foveal_pit`: rendered as before the foveal pit of step 3g.)
+python train/make_angiogram_pairs.py --input ../shared/data/ffa_real --split train --no_foveal_pit \
+  --output_dir data/angiogram-pairs
 ANGIOGRAM_RUN=(--train_full_unet
   --train_data_dir data/phantom-train data/angiogram-pairs data/angiogram-pairs data/angiogram-pairs
   --max_train_samples 480 --target_image_column ffa_arterial,ffa_early,ffa_mid,ffa_late

@@ -140,3 +140,24 @@ def test_real_slo_source_needs_the_uwf_layout(tmp_path, capsys):
         make_angiogram_pairs.main(["--input", str(tmp_path), "--output_dir", str(tmp_path / "pairs"),
                                    "--real_slo_source"])
     assert "--real_slo_source needs --layout uwf_triplets, got --layout ffa_real" in capsys.readouterr().err
+
+
+def test_a_dark_fovea_in_the_angiogram_gets_a_photos_foveal_pit_and_none_elsewhere():
+    with_fovea = angiogram().astype(np.float32) / 255
+    field = with_fovea > 0.03
+    pit = make_angiogram_pairs.foveal_pit(with_fovea, field)
+    assert pit[64, 64] < 0.7 and pit.argmin() == np.ravel_multi_index((64, 64), pit.shape)
+    assert pit[64, 64 + 20] > 0.95  # small: a photo's fovea, not the macula
+    uniform = np.where(field, 0.35, 0.0).astype(np.float32)
+    assert make_angiogram_pairs.foveal_pit(uniform, field).min() == 1.0
+
+
+def test_no_foveal_pit_renders_the_sources_without_it(tmp_path):
+    root = write_layout(tmp_path / "ffa_real")
+    darkness = {}
+    for name, flags in {"pit": [], "no pit": ["--no_foveal_pit"]}.items():
+        make_angiogram_pairs.main(["--input", str(root), "--output_dir", str(tmp_path / name),
+                                   "--resolution", str(SIDE), *flags])
+        green = np.asarray(load_dataset_fresh(str(tmp_path / name))["train"][0]["source_image"])[..., 1] / 255
+        darkness[name] = green[62:67, 62:67].mean() / green[40:90, 40:90].mean()
+    assert darkness["pit"] < darkness["no pit"] - 0.1

@@ -8,10 +8,11 @@ trained on the phantom alone lays its own anatomy over a real photo (experiments
 photo, the disc lands at the same place). Real angiograms carry real anatomy (curved arcades, the disc where the
 vessels converge, a dark macula) but come without a photo. So each real FFA gets a source rendered from it that
 shows what a colour fundus photo shows of the same eye: the angiogram's smooth background with its vessels
-removed (dark fovea, the disc's glow) as the fundus tone, its larger vessels drawn dark, in a fundus photo's
-orange. Through the model's "grey_ridges" input representation (CLAHE grey + ridge maps) this looks much like a
-real photo. What it cannot show is how pathology looks in a photo: leakage becomes a bright patch and
-non-perfusion a dark one, which a real photo does not have; the capillaries visible in FFA are left out.
+removed (dark fovea, the disc's glow) as the fundus tone, a photo's small deep foveal pit where the angiogram's
+fovea is dark (`foveal_pit`), its larger vessels drawn dark, in a fundus photo's orange. Through the model's
+"grey_ridges" input representation (CLAHE grey + ridge maps) this looks much like a real photo. What it cannot
+show is how pathology looks in a photo: leakage becomes a bright patch and non-perfusion a dark one, which a real
+photo does not have; the capillaries visible in FFA are left out.
 
 Layouts of `--input` (`--layout`):
 - `ffa_real` (the public huapu4/FFA set, `../shared/data/ffa_real`; 45-55 degree angiograms -> `cfp` rows):
@@ -37,6 +38,7 @@ An image seen twice (same pixels) is kept once. `--split test` gives held-out pa
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import shlex
 import sys
@@ -49,6 +51,7 @@ import numpy as np
 import PIL.Image
 from datasets import Features, Image, Value
 
+from ffa_pipeline.anatomy import FOVEA_RADIUS, find_fovea
 from ffa_pipeline.data import write_parquet_splits
 from ffa_pipeline.image_processing import FFAImageProcessor, vessel_map
 from ffa_pipeline.vocab import PHASES
@@ -70,10 +73,17 @@ class Layout:
     license: str
     vessel_width: float  # the larger vessels' width in pixels at 256 px
     vessel_contrast: float  # how much darker than the fundus a vessel is drawn (real UWF SLO vessels are faint)
+    foveal_pit: bool  # draw a photo's foveal pit where the angiogram has a dark fovea (`foveal_pit`)
 
 
-LAYOUTS = {"ffa_real": Layout("cfp", FUNDUS_ORANGE, "apache-2.0", vessel_width=1.0, vessel_contrast=0.55),
-           "uwf_triplets": Layout("uwf_slo", SLO_PSEUDO_COLOUR, "mit", vessel_width=0.6, vessel_contrast=0.35)}
+LAYOUTS = {"ffa_real": Layout("cfp", FUNDUS_ORANGE, "apache-2.0", vessel_width=1.0, vessel_contrast=0.55,
+                              foveal_pit=True),
+           "uwf_triplets": Layout("uwf_slo", SLO_PSEUDO_COLOUR, "mit", vessel_width=0.6, vessel_contrast=0.35,
+                                  foveal_pit=False)}
+# The foveal pit: a Gaussian dip of PIT_SIGMA x the side, PIT_DEPTH deep where the angiogram's fovea is at most
+# PIT_FULL of its surround (`find_fovea`), none from PIT_NONE up. Real normal angiograms' foveae are 0.45-0.56 or,
+# where the fovea is not in the frame's centre, 0.83-0.89 (data/angiogram-pairs, 2026-11-30).
+PIT_SIGMA, PIT_DEPTH, PIT_FULL, PIT_NONE = 0.025, 0.5, 0.45, 0.7
 UWF_PHASES = ("early", "late")
 
 
@@ -93,9 +103,25 @@ def photo_from_angiogram(angiogram: np.ndarray, layout: Layout = LAYOUTS["ffa_re
     background = cv2.GaussianBlur(cv2.morphologyEx(grey, cv2.MORPH_OPEN, no_vessels), (0, 0), 0.015 * side)
     low, high = np.percentile(background[field], [2, 98]) if field.any() else (0.0, 1.0)
     tone = 0.5 + 0.3 * np.clip((background - low) / (high - low + 1e-6), 0.0, 1.0)
+    if layout.foveal_pit:
+        tone = tone * foveal_pit(grey, field)
     fundus = tone * (1.0 - layout.vessel_contrast * vessels) * field
     photo = np.clip(fundus[..., None] * np.array(layout.palette, np.float32), 0.0, 1.0).astype(np.float32)
     return photo, (vessels > 0) & field
+
+
+def foveal_pit(angiogram: np.ndarray, field: np.ndarray) -> np.ndarray:
+    """HxW gain (<= 1) that draws a colour photo's fovea into the fundus tone where the angiogram (HxW float) has a
+    dark fovea: a small, deep pit, so that the sources' "grey_ridges" input shows what a real photo's shows (a
+    dark spot ringed in the bright-ridge map, as in scikit-image's photo). The angiogram's own smooth background
+    gives only a broad, shallow dip there, and a model trained on that alone drew a faint fovea from a real photo
+    (experiments/real_photo_check.py: 0.65 of the field where real normal angiograms are 0.37)."""
+    side = angiogram.shape[0]
+    fovea = find_fovea(angiogram, field, FOVEA_RADIUS["cfp"])
+    depth = PIT_DEPTH * float(np.clip((PIT_NONE - fovea.darkness) / (PIT_NONE - PIT_FULL), 0.0, 1.0))
+    yy, xx = np.mgrid[:side, :side]
+    distance2 = ((yy - fovea.y) ** 2 + (xx - fovea.x) ** 2) / (PIT_SIGMA * side) ** 2
+    return (1.0 - depth * np.exp(-distance2 / 2)).astype(np.float32)
 
 
 def collect(root: Path, split: str, diagnosis_phase: str) -> list[tuple[Path, str, str]]:
@@ -165,20 +191,23 @@ def features(phases: list[str]) -> Features:
 
 
 def make_rows(found: list[tuple[Path, str, str]], phases: list[str], resolution: int,
-              root: Path, layout: str = "ffa_real", real_slo_source: bool = False) -> tuple[list[dict], int]:
-    """Dataset rows (images as PNG bytes) and the number of duplicates left out."""
+              root: Path, layout: str = "ffa_real", real_slo_source: bool = False,
+              foveal_pit: bool = True) -> tuple[list[dict], int]:
+    """Dataset rows (images as PNG bytes) and the number of duplicates left out; `foveal_pit=False` draws none
+    where the layout would."""
     rows, seen = [], set()
+    drawing = LAYOUTS[layout] if foveal_pit else dataclasses.replace(LAYOUTS[layout], foveal_pit=False)
     for path, disease, phase in found:
         angiogram, slo = load_angiogram(path, layout, resolution)
         digest = hashlib.sha256(angiogram.tobytes()).hexdigest()
         if digest in seen:
             continue
         seen.add(digest)
-        photo, vessels = photo_from_angiogram(angiogram, LAYOUTS[layout])
+        photo, vessels = photo_from_angiogram(angiogram, drawing)
         if real_slo_source:
             photo = slo
         eye_id = f"ffa_real/{digest[:12]}" if layout == "ffa_real" else f"uwf_slo_ffa/{uwf_eye(path)}"
-        row = {"eye_id": eye_id, "modality": LAYOUTS[layout].modality,
+        row = {"eye_id": eye_id, "modality": drawing.modality,
                "source_image": PIL.Image.fromarray((photo * 255).round().astype(np.uint8)),
                "vessel_mask": PIL.Image.fromarray(vessels.astype(np.uint8) * 255),
                "disease": disease, "source_path": path.relative_to(root).as_posix()}
@@ -231,6 +260,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="licence of the angiograms (default: the layout's: huapu4/FFA Apache-2.0, LPUWF-LDM MIT)")
     parser.add_argument("--real_slo_source", action="store_true",
                         help="uwf_triplets: the eye's real SLO as the source (as acquired), not one rendered")
+    parser.add_argument("--no_foveal_pit", action="store_true",
+                        help="ffa_real: no photo's foveal pit in the sources (as rendered for the default model's "
+                             "steps 3c-3f, experiments/train_default.sh)")
     args = parser.parse_args(argv)
     if args.real_slo_source and args.layout != "uwf_triplets":
         parser.error(f"--real_slo_source needs --layout uwf_triplets, got --layout {args.layout}")
@@ -253,7 +285,8 @@ def main(argv: list[str] | None = None) -> None:
         found = collect(args.input, args.split, args.diagnosis_phase)
     else:
         found = collect_uwf(args.input, args.split)
-    rows, duplicates = make_rows(found, args.phases, args.resolution, args.input, args.layout, args.real_slo_source)
+    rows, duplicates = make_rows(found, args.phases, args.resolution, args.input, args.layout, args.real_slo_source,
+                                 foveal_pit=not args.no_foveal_pit)
     files = write_parquet_splits({args.split: rows}, features(args.phases), args.output_dir)
     write_card(args, files, rows)
     print(f"{len(rows)} pairs ({duplicates} duplicate images left out) -> {args.output_dir / files[args.split]}")
