@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The default model shipped in assets/ffa-default: the exact commands (CPU, 2 cores; about 5.3 h in all).
+# The default model shipped in assets/ffa-default: the exact commands (CPU, 2 cores; about 6.1 h in all).
 set -euo pipefail
 P="python train/make_phantom_dataset.py --resolution 256 --phases arterial early mid late"
 # 1. Phantom data: 1500 eyes in CFP and UWF-SLO, OCT for only 60 eyes (a modality with few pairs).
@@ -42,14 +42,14 @@ python train/train_ffa.py --pretrained_ffa_model runs/ffa-small --train_full_une
 #    (`--no_foveal_pit`: rendered as before the foveal pit of step 3g.)
 python train/make_angiogram_pairs.py --input ../shared/data/ffa_real --split train --no_foveal_pit \
   --output_dir data/angiogram-pairs
-ANGIOGRAM_RUN=(--train_full_unet
-  --train_data_dir data/phantom-train data/angiogram-pairs data/angiogram-pairs data/angiogram-pairs
-  --max_train_samples 480 --target_image_column ffa_arterial,ffa_early,ffa_mid,ffa_late
+FINE_TUNE=(--train_full_unet --max_train_samples 480 --target_image_column ffa_arterial,ffa_early,ffa_mid,ffa_late
   --phase_column ffa_arterial_seconds,ffa_early_seconds,ffa_mid_seconds,ffa_late_seconds
   --eye_id_column eye_id --alignment_loss_weight 0.1 --cache_latents --random_flip --random_rotation 10
   --random_scale 0.1 --color_jitter 0.3 --input_representation grey_ridges --use_ema --ema_decay 0.995
   --train_batch_size 8 --learning_rate 2e-4 --lr_scheduler constant_with_warmup --lr_warmup_steps 50
-  --max_train_steps 700 --checkpointing_steps 350 --checkpoints_total_limit 1)
+  --max_train_steps 700 --checkpointing_steps 350 --checkpoints_total_limit 1)  # steps 3c-3g
+ANGIOGRAM_RUN=(--train_data_dir data/phantom-train data/angiogram-pairs data/angiogram-pairs data/angiogram-pairs
+  "${FINE_TUNE[@]}")
 python train/train_ffa.py --pretrained_ffa_model runs/ffa-phantom-v2 "${ANGIOGRAM_RUN[@]}" --output_dir runs/ffa-angio
 # 3d. Latency: the same weights with 4 attention heads of 16 channels at 32x32 latents instead of diffusers'
 #    16 of 4 (the small config's `attention_head_dim` 16 is read as a head count), then 700 steps on the data of 3c
@@ -75,20 +75,24 @@ python train/make_angiogram_pairs.py --layout uwf_triplets --input ../shared/dat
 python train/make_phantom_dataset.py --resolution 768 --phases arterial early mid late --num_samples 120 \
   --modalities uwf_slo --seed 31 --output_dir data/phantom-uwf-768
 A=data/angiogram-pairs U=data/uwf-angiogram-pairs-768
-python train/train_ffa.py --pretrained_ffa_model runs/ffa-late --train_full_unet --native_resolution_ridges uwf_slo \
-  --train_data_dir data/phantom-train data/phantom-uwf-768 $A $A $A $U $U $U $U $U $U $U $U $U $U \
-  --max_train_samples 480 --target_image_column ffa_arterial,ffa_early,ffa_mid,ffa_late \
-  --phase_column ffa_arterial_seconds,ffa_early_seconds,ffa_mid_seconds,ffa_late_seconds \
-  --eye_id_column eye_id --alignment_loss_weight 0.1 --cache_latents --random_flip --random_rotation 10 \
-  --random_scale 0.1 --color_jitter 0.3 --input_representation grey_ridges --use_ema --ema_decay 0.995 \
-  --train_batch_size 8 --learning_rate 2e-4 --lr_scheduler constant_with_warmup --lr_warmup_steps 50 \
-  --max_train_steps 700 --checkpointing_steps 350 --checkpoints_total_limit 1 --output_dir runs/ffa-uwf-native
+python train/train_ffa.py --pretrained_ffa_model runs/ffa-late --native_resolution_ridges uwf_slo \
+  --train_data_dir data/phantom-train data/phantom-uwf-768 $A $A $A $U $U $U $U $U $U $U $U $U $U "${FINE_TUNE[@]}" \
+  --output_dir runs/ffa-uwf-native
+# 3g. A real photo's fovea: 700 more steps on the data of 3f with the angiogram pairs rendered with a colour photo's
+#    foveal pit where the angiogram's fovea is dark (train/make_angiogram_pairs.py, `foveal_pit`; 28 min caching +
+#    20 min training). Without it the model drew the skimage photo's fovea faint (0.65 of the field early, none late;
+#    real normal angiograms 0.37): the rendered sources' broad, shallow fovea did not look like a photo's.
+python train/make_angiogram_pairs.py --input ../shared/data/ffa_real --split train --output_dir data/angiogram-pairs-pit
+A=data/angiogram-pairs-pit
+python train/train_ffa.py --pretrained_ffa_model runs/ffa-uwf-native \
+  --train_data_dir data/phantom-train data/phantom-uwf-768 $A $A $A $U $U $U $U $U $U $U $U $U $U "${FINE_TUNE[@]}" \
+  --output_dir runs/ffa-pit
 # 4. Sampling defaults from the sweeps (experiments/sweep.sh) and the real-photo check: DDIM with "trailing"
 #    timesteps (the first step starts from the last training timestep, as pure noise needs; "leading" started 2
 #    steps at t=500), 2 steps, image guidance 2 (two UNet branches per step, run as one batch): better SSIM and
 #    MS-SSIM on phantom eyes than 4 leading steps (PSNR level for CFP, lower for OCT), at half the UNet time.
-python train/set_sampling_defaults.py --model runs/ffa-uwf-native --scheduler ddim --timestep_spacing trailing \
+python train/set_sampling_defaults.py --model runs/ffa-pit --scheduler ddim --timestep_spacing trailing \
   --num_inference_steps 2 --image_guidance_scale 2 --label_guidance_scale 1
 # 5. Ship the pipeline alone (Hub layout, no checkpoints or logs); the model card assets/ffa-default/README.md is
 #    written by hand from the evaluation (experiments/evaluate_default.sh).
-python -c "from ffa_pipeline import FFADiffusionPipeline as P; P.from_pretrained('runs/ffa-uwf-native').save_pretrained('assets/ffa-default')"
+python -c "from ffa_pipeline import FFADiffusionPipeline as P; P.from_pretrained('runs/ffa-pit').save_pretrained('assets/ffa-default')"
