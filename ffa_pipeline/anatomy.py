@@ -19,6 +19,8 @@ FOVEA_RADIUS = {"cfp": 0.05, "oct": 0.05, "uwf_slo": 0.015}
 
 
 class Fovea(NamedTuple):
+    """A fovea found by `find_fovea`: its pixel in the image and how dark it is against its surround."""
+
     y: int
     x: int
     darkness: float  # mean grey within 0.8 x the radius / mean within 2.5 x the radius (< 1: darker than around)
