@@ -20,11 +20,11 @@ beside ours). Every input is framed by the pipeline's own processor, and the che
   upside down (its disc moves, the model's must follow; a model that draws the disc from a learnt prior fails);
 * fovea: mean output intensity in a disc of the fovea's radius (`FOVEA_RADIUS`: 0.05 of the frame for a photo,
   0.015 for an ultra-widefield image) at the input's fovea (the point of its centre darkest against its
-  surround, `fovea_point`) / mean output in the field of view (< 1: a dark fovea where the input has its
+  surround, `find_fovea`) / mean output in the field of view (< 1: a dark fovea where the input has its
   macula), and the same with the output flipped left-right (the fovea is off-centre, so a flipped output is not
   dark there). A real UWF SLO barely shows its fovea, and its angiogram (below) is not pixel-aligned with it while
   a UWF fovea is only 3-5 px across at 256 px, so on UWF inputs no fovea figure here says where the fovea is;
-* fovea, measured as on real angiograms: the output's own fovea (`fovea_point`), its darkness measured as
+* fovea, measured as on real angiograms: the output's own fovea (`find_fovea`), its darkness measured as
   `experiments/phantom_realism.py` measures real angiograms' (so the two are comparable: the measure above sits at
   the input's fovea, not the output's, and reads fainter), and its distance from the input's fovea as a fraction of
   the frame's side ("fovea_offset"; mirrored output as control, weak where the fovea is near the vertical midline);
@@ -32,7 +32,7 @@ beside ours). Every input is framed by the pipeline's own processor, and the che
   by the SLO's framing): the same vessel AUC against the real angiogram's vessels (its top 12 % bright ridges),
   the disc offset from the real angiogram's brightest point (an SLO's own brightest points are often its
   eyelids, so there the input's say little) and the output's darkness at the real angiogram's fovea
-  (`fovea_point` on the early angiogram, where the fovea shows best, for both phases), each with the mirrored
+  (`find_fovea` on the early angiogram, where the fovea shows best, for both phases), each with the mirrored
   output as control. The SLO and its angiogram are not pixel-aligned
   (another geometry, not just a shift), so as a reference the same AUC is given for the input's own dark-ridge map
   ("input_ridges_vessel_auc_vs_real"): a model that copied the SLO's vessels exactly would score about that;
@@ -59,7 +59,7 @@ import PIL.Image
 import torch
 
 from ffa_pipeline import load_default_pipeline
-from ffa_pipeline.anatomy import FOVEA_RADIUS, find_fovea, fovea_of, fovea_point
+from ffa_pipeline.anatomy import FOVEA_RADIUS, disc_at, find_fovea, fovea_distance, fovea_of
 from ffa_pipeline.data import load_dataset_fresh
 from ffa_pipeline.image_processing import RIDGE_SIGMAS
 from ffa_pipeline.metrics import vessel_auc
@@ -114,19 +114,19 @@ def anatomy_checks(source: np.ndarray, output: np.ndarray, field: np.ndarray, fi
     grey_in = source.mean(axis=2)
     contrast_in = grey_in[vessels].mean() / grey_in[field & ~vessels].mean()
     side = source.shape[0]
-    fovea = fovea_of(grey_in, field, fovea_radius)
-    disc_in, disc_out = (brightest_point(image, field) for image in (grey_in, output))
     mirrored = np.ascontiguousarray(output[:, ::-1])
-    fovea_in = fovea_point(grey_in, field, fovea_radius)
+    fovea_in, fovea_out, fovea_mirrored = (find_fovea(image, field, fovea_radius)
+                                           for image in (grey_in, output, mirrored))
+    fovea = disc_at(fovea_in, side, fovea_radius)
+    disc_in, disc_out = (brightest_point(image, field) for image in (grey_in, output))
     return {"vessel_auc": float(auc), "vessel_auc_flipped_control": float(control),
             "vessel_contrast_output": float(contrast_out), "vessel_contrast_input": float(contrast_in),
             "fovea_darkness_output": float(output[fovea].mean() / output[field].mean()),
-            "fovea_darkness_flipped_control": float(output[:, ::-1][fovea].mean() / output[field].mean()),
+            "fovea_darkness_flipped_control": float(mirrored[fovea].mean() / output[field].mean()),
             "fovea_darkness_as_real_angiograms": float(
-                output[fovea_of(output, field, fovea_radius)].mean() / output[field].mean()),
-            "fovea_offset": float(np.hypot(*np.subtract(fovea_in, fovea_point(output, field, fovea_radius))) / side),
-            "fovea_offset_flipped_control": float(
-                np.hypot(*np.subtract(fovea_in, fovea_point(mirrored, field, fovea_radius))) / side),
+                output[disc_at(fovea_out, side, fovea_radius)].mean() / output[field].mean()),
+            "fovea_offset": fovea_distance(fovea_in, fovea_out) / side,
+            "fovea_offset_flipped_control": fovea_distance(fovea_in, fovea_mirrored) / side,
             "disc_offset": float(np.hypot(*np.subtract(disc_in, disc_out)) / side), **fine}
 
 
@@ -198,7 +198,7 @@ def registered_uwf_fovea(pipe, seed: int, **settings) -> dict[str, dict[str, dic
                           generator=torch.Generator().manual_seed(seed), **settings).images[0, ..., 0]
             fovea_real, fovea_out = find_fovea(real, field, radius), find_fovea(output, field, radius)
             report[row["eye_id"]][name] = {
-                "fovea_offset": float(np.hypot(fovea_out.y - fovea_real.y, fovea_out.x - fovea_real.x) / resolution),
+                "fovea_offset": fovea_distance(fovea_out, fovea_real) / resolution,
                 "fovea_darkness_output": fovea_out.darkness, "fovea_darkness_real": fovea_real.darkness,
                 "real_fovea_from_centre": float(np.hypot(fovea_real.y - resolution / 2, fovea_real.x - resolution / 2)
                                                 / resolution)}

@@ -50,15 +50,17 @@ def find_fovea(grey: np.ndarray, field: np.ndarray, radius: float = FOVEA_RADIUS
     return Fovea(int(y), int(x), float(relative[y, x]))
 
 
-def fovea_point(grey: np.ndarray, field: np.ndarray, radius: float = FOVEA_RADIUS["cfp"]) -> tuple[int, int]:
-    """(y, x) of `find_fovea`."""
-    fovea = find_fovea(grey, field, radius)
-    return fovea.y, fovea.x
+def disc_at(fovea: Fovea, side: int, radius: float = FOVEA_RADIUS["cfp"]) -> np.ndarray:
+    """A side x side mask of a disc of `radius` x the side at `fovea`."""
+    yy, xx = np.mgrid[:side, :side]
+    return (yy - fovea.y) ** 2 + (xx - fovea.x) ** 2 <= (radius * side) ** 2
 
 
 def fovea_of(grey: np.ndarray, field: np.ndarray, radius: float = FOVEA_RADIUS["cfp"]) -> np.ndarray:
-    """A disc of `radius` x the side at the image's fovea (`fovea_point`)."""
-    side = grey.shape[0]
-    y, x = fovea_point(grey, field, radius)
-    yy, xx = np.mgrid[:side, :side]
-    return (yy - y) ** 2 + (xx - x) ** 2 <= (radius * side) ** 2
+    """A disc of `radius` x the side at the image's fovea (`find_fovea`)."""
+    return disc_at(find_fovea(grey, field, radius), grey.shape[0], radius)
+
+
+def fovea_distance(a: Fovea, b: Fovea) -> float:
+    """Distance between two foveae in pixels."""
+    return float(np.hypot(a.y - b.y, a.x - b.x))
