@@ -71,7 +71,7 @@ python train/train_ffa.py --pretrained_ffa_model runs/ffa-heads "${ANGIOGRAM_RUN
 #    + 19 min training). Without the real UWF angiograms the model drew no disc on real SLOs; with them but ridges at
 #    256 px it lost the disc altogether (experiments/uwf_probe.sh).
 python train/make_angiogram_pairs.py --layout uwf_triplets --input ../shared/data/uwf_slo_ffa --resolution 768 \
-  --split train --output_dir data/uwf-angiogram-pairs-768
+  --split train --no_foveal_pit --output_dir data/uwf-angiogram-pairs-768
 python train/make_phantom_dataset.py --resolution 768 --phases arterial early mid late --num_samples 120 \
   --modalities uwf_slo --seed 31 --output_dir data/phantom-uwf-768
 A=data/angiogram-pairs U=data/uwf-angiogram-pairs-768

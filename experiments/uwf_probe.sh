@@ -14,8 +14,9 @@ MODEL=${MODEL:-assets/ffa-default}
 OUT=${OUT:-runs}
 UWF=../shared/data/uwf_slo_ffa
 A=data/angiogram-pairs U=data/uwf-angiogram-pairs S=data/uwf-slo-pairs
-PAIRS="python train/make_angiogram_pairs.py --layout uwf_triplets --input $UWF"
-[ -d $A ] || python train/make_angiogram_pairs.py --input ../shared/data/ffa_real --split train --output_dir $A
+PAIRS="python train/make_angiogram_pairs.py --layout uwf_triplets --input $UWF --no_foveal_pit"
+[ -d $A ] || python train/make_angiogram_pairs.py --input ../shared/data/ffa_real --split train --no_foveal_pit \
+  --output_dir $A
 [ -d $U ] || $PAIRS --split train --output_dir $U
 [ -d $U-test ] || $PAIRS --split test --output_dir $U-test
 [ -d $S ] || $PAIRS --real_slo_source --split train --output_dir $S

@@ -161,3 +161,39 @@ def test_no_foveal_pit_renders_the_sources_without_it(tmp_path):
         green = np.asarray(load_dataset_fresh(str(tmp_path / name))["train"][0]["source_image"])[..., 1] / 255
         darkness[name] = green[62:67, 62:67].mean() / green[40:90, 40:90].mean()
     assert darkness["pit"] < darkness["no pit"] - 0.1
+
+
+def test_the_pit_goes_where_the_fovea_angiogram_has_its_fovea_at_the_layouts_scale():
+    late_without_fovea = np.where(angiogram() > 0, 90, 0).astype(np.uint8)
+    yy, xx = np.mgrid[:SIDE, :SIDE]
+    small_fovea = (late_without_fovea * (1 - 0.8 * np.exp(-((yy - 64) ** 2 + (xx - 64) ** 2) / 9))).astype(np.uint8)
+    for layout, early, wide in (("ffa_real", angiogram(), True), ("uwf_triplets", small_fovea, False)):
+        photo, _ = make_angiogram_pairs.photo_from_angiogram(late_without_fovea, make_angiogram_pairs.LAYOUTS[layout],
+                                                             fovea_angiogram=early)
+        green = photo[..., 1]
+        assert green[64, 64] < 0.7 * green[64, 100]  # the early frame's fovea
+        assert (green[64, 64 + 4] < 0.9 * green[64, 100]) == wide  # an SLO's pit is smaller than a photo's
+
+
+def test_lid_draws_render_each_angiogram_between_its_own_eyelids(tmp_path):
+    root = write_uwf_triplets(tmp_path / "uwf")
+    make_angiogram_pairs.main(["--input", str(root), "--layout", "uwf_triplets", "--lid_draws", "3",
+                               "--output_dir", str(tmp_path / "pairs"), "--phases", "early", "late"])
+    rows = load_dataset_fresh(str(tmp_path / "pairs"))["train"]
+    assert len(rows) == 12 and rows["eye_id"][:3] == ["uwf_slo_ffa/1"] * 3
+    sources = [np.asarray(row["source_image"]).astype(float) / 255 for row in rows.select(range(3))]
+    for source, row in zip(sources, rows.select(range(3))):
+        angiogram, mask = np.asarray(row["ffa_early"]), np.asarray(row["vessel_mask"])
+        red, green = source[..., 0], source[..., 1]
+        lid = (green > 1.3 * red) & (green > 0.1)  # the green lid (red : green 0.7 : 0.95), not the black
+        assert lid[:, :40].mean() > 0.1 and lid[100:156, 100:156].sum() == 0  # at the edges, not at the centre
+        assert angiogram[lid].mean() < 0.05 * angiogram[100:156, 100:156].mean()  # black in the angiogram
+        assert mask[lid].mean() < 0.01  # and no vessel under the lid
+    assert not np.array_equal(sources[0], sources[1])  # each draw its own lids
+
+
+def test_lid_draws_need_a_rendered_uwf_source(tmp_path, capsys):
+    for flags in (["--lid_draws", "2"], ["--layout", "uwf_triplets", "--real_slo_source", "--lid_draws", "2"]):
+        with pytest.raises(SystemExit):
+            make_angiogram_pairs.main(["--input", str(tmp_path), "--output_dir", str(tmp_path / "pairs"), *flags])
+        assert "--lid_draws needs --layout uwf_triplets with a rendered source" in capsys.readouterr().err

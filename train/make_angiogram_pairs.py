@@ -25,7 +25,9 @@ Layouts of `--input` (`--layout`):
   vessels reaching the periphery. (Trained on the angiograms as `cfp` or as posterior-pole angiograms relabelled
   `uwf_slo`, the model drew thick posterior-pole vessels over the whole UWF field.) With `--real_slo_source` the
   source is the eye's real SLO instead (framed the same way, as acquired: not pixel-aligned with the angiogram), so
-  that a model also sees what a real SLO looks like; the vessel mask is still the angiogram's.
+  that a model also sees what a real SLO looks like; the vessel mask is still the angiogram's. The foveal pit is
+  drawn at an SLO's scale where the eye's early frame has its fovea. With `--lid_draws N` each angiogram is
+  rendered N times, each seen between its own random eyelids (`with_lids`).
 
 Output: the phantom's wide layout, so `train/train_ffa.py` reads both with the same flags and can concatenate
 them (`--train_data_dir data/phantom-train data/angiogram-pairs`): `eye_id`, `modality` (`cfp`; `uwf_slo` for
@@ -54,6 +56,7 @@ from datasets import Features, Image, Value
 from ffa_pipeline.anatomy import FOVEA_RADIUS, find_fovea
 from ffa_pipeline.data import write_parquet_splits
 from ffa_pipeline.image_processing import FFAImageProcessor, vessel_map
+from ffa_pipeline.phantom.imaging import uwf_view
 from ffa_pipeline.vocab import PHASES
 
 DISEASE_FOLDERS = {"normal": "normal", "brvo": "vein_occlusion", "with_np": "diabetic_retinopathy",
@@ -79,18 +82,27 @@ class Layout:
 LAYOUTS = {"ffa_real": Layout("cfp", FUNDUS_ORANGE, "apache-2.0", vessel_width=1.0, vessel_contrast=0.55,
                               foveal_pit=True),
            "uwf_triplets": Layout("uwf_slo", SLO_PSEUDO_COLOUR, "mit", vessel_width=0.6, vessel_contrast=0.35,
-                                  foveal_pit=False)}
-# The foveal pit: a Gaussian dip of PIT_SIGMA x the side, PIT_DEPTH deep where the angiogram's fovea is at most
-# PIT_FULL of its surround (`find_fovea`), none from PIT_NONE up. Real normal angiograms' foveae are 0.45-0.56 or,
-# where the fovea is not in the frame's centre, 0.83-0.89 (data/angiogram-pairs, 2026-11-30).
+                                  foveal_pit=True)}
+# The foveal pit: a Gaussian dip of PIT_SIGMA x the side (a colour photo's fovea; scaled by the fovea's size in
+# the layout's field, FOVEA_RADIUS: 0.0075 for an SLO, as the real SLOs' dark spot), PIT_DEPTH deep where the
+# angiogram's fovea is at most PIT_FULL of its surround (`find_fovea`), none from PIT_NONE up. Real normal
+# angiograms' foveae are 0.45-0.56 or, where the fovea is not in the frame's centre, 0.83-0.89
+# (data/angiogram-pairs, 2026-11-30); the UWF train angiograms' early foveae 0.25-0.40.
 PIT_SIGMA, PIT_DEPTH, PIT_FULL, PIT_NONE = 0.025, 0.5, 0.45, 0.7
 UWF_PHASES = ("early", "late")
+# Half-width and half-height ranges of the window between the eyelids (`with_lids`), as fractions of the side:
+# narrower than the phantom's, whose lids barely reach the sides; in the framed real SLOs the lids cover the outer
+# 2-12 % of each side.
+LID_WINDOW = ((0.38, 0.48), (0.36, 0.46))
 
 
-def photo_from_angiogram(angiogram: np.ndarray, layout: Layout = LAYOUTS["ffa_real"]) -> tuple[np.ndarray, np.ndarray]:
+def photo_from_angiogram(angiogram: np.ndarray, layout: Layout = LAYOUTS["ffa_real"],
+                         fovea_angiogram: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """HxW uint8 angiogram -> (HxWx3 float32 photo-like image in [0, 1] of the same anatomy, HxW bool mask of the
     vessels drawn in it); see the module docstring. Scales are fractions of the side: any resolution, same picture.
     `layout` gives the colours (a photo's orange or an SLO's pseudo-colour) and the vessels' width and contrast.
+    `fovea_angiogram` (uint8, same framing): the frame whose fovea gets the foveal pit, default `angiogram`; a late
+    UWF frame's fovea is faint (found 0.17 of the side astray in eye 4), so the eye's early frame's is used.
     """
     side = angiogram.shape[0]
     grey = angiogram.astype(np.float32) / 255.0
@@ -104,23 +116,26 @@ def photo_from_angiogram(angiogram: np.ndarray, layout: Layout = LAYOUTS["ffa_re
     low, high = np.percentile(background[field], [2, 98]) if field.any() else (0.0, 1.0)
     tone = 0.5 + 0.3 * np.clip((background - low) / (high - low + 1e-6), 0.0, 1.0)
     if layout.foveal_pit:
-        tone = tone * foveal_pit(grey, field)
+        fovea_grey = grey if fovea_angiogram is None else fovea_angiogram.astype(np.float32) / 255.0
+        tone = tone * foveal_pit(fovea_grey, field, FOVEA_RADIUS[layout.modality])
     fundus = tone * (1.0 - layout.vessel_contrast * vessels) * field
     photo = np.clip(fundus[..., None] * np.array(layout.palette, np.float32), 0.0, 1.0).astype(np.float32)
     return photo, (vessels > 0) & field
 
 
-def foveal_pit(angiogram: np.ndarray, field: np.ndarray) -> np.ndarray:
+def foveal_pit(angiogram: np.ndarray, field: np.ndarray, radius: float = FOVEA_RADIUS["cfp"]) -> np.ndarray:
     """HxW gain (<= 1) that draws a colour photo's fovea into the fundus tone where the angiogram (HxW float) has a
     dark fovea: a small, deep pit, so that the sources' "grey_ridges" input shows what a real photo's shows (a
     dark spot ringed in the bright-ridge map, as in scikit-image's photo). The angiogram's own smooth background
     gives only a broad, shallow dip there, and a model trained on that alone drew a faint fovea from a real photo
-    (experiments/real_photo_check.py: 0.65 of the field where real normal angiograms are 0.37)."""
+    (experiments/real_photo_check.py: 0.65 of the field where real normal angiograms are 0.37). `radius`: the
+    fovea's radius as a fraction of the side (`FOVEA_RADIUS` of the layout's modality); the pit scales with it."""
     side = angiogram.shape[0]
-    fovea = find_fovea(angiogram, field, FOVEA_RADIUS["cfp"])
+    fovea = find_fovea(angiogram, field, radius)
     depth = PIT_DEPTH * float(np.clip((PIT_NONE - fovea.darkness) / (PIT_NONE - PIT_FULL), 0.0, 1.0))
     yy, xx = np.mgrid[:side, :side]
-    distance2 = ((yy - fovea.y) ** 2 + (xx - fovea.x) ** 2) / (PIT_SIGMA * side) ** 2
+    sigma = PIT_SIGMA * radius / FOVEA_RADIUS["cfp"] * side
+    distance2 = ((yy - fovea.y) ** 2 + (xx - fovea.x) ** 2) / sigma**2
     return (1.0 - depth * np.exp(-distance2 / 2)).astype(np.float32)
 
 
@@ -156,6 +171,9 @@ def collect_uwf(root: Path, split: str) -> list[tuple[Path, str, str]]:
         slo = uwf_slo_path(path)
         if not slo.is_file():
             raise ValueError(f"{path}: no SLO {slo.name} beside it to frame it by")
+        early = uwf_early_path(path)
+        if not early.is_file():
+            raise ValueError(f"{path}: no early angiogram {early.name} beside it to find the fovea by")
     return found
 
 
@@ -166,6 +184,10 @@ def uwf_eye(angiogram_path: Path) -> str:
 
 def uwf_slo_path(angiogram_path: Path) -> Path:
     return angiogram_path.with_name(uwf_eye(angiogram_path) + "_slo.png")
+
+
+def uwf_early_path(angiogram_path: Path) -> Path:
+    return angiogram_path.with_name(uwf_eye(angiogram_path) + "_ffa_early.png")
 
 
 def load_angiogram(path: Path, layout: str, resolution: int) -> tuple[np.ndarray, np.ndarray | None]:
@@ -192,9 +214,10 @@ def features(phases: list[str]) -> Features:
 
 def make_rows(found: list[tuple[Path, str, str]], phases: list[str], resolution: int,
               root: Path, layout: str = "ffa_real", real_slo_source: bool = False,
-              foveal_pit: bool = True) -> tuple[list[dict], int]:
+              foveal_pit: bool = True, lid_draws: int = 0) -> tuple[list[dict], int]:
     """Dataset rows (images as PNG bytes) and the number of duplicates left out; `foveal_pit=False` draws none
-    where the layout would."""
+    where the layout would; `lid_draws` > 0 renders each angiogram that many times, each with its own eyelids
+    (`with_lids`)."""
     rows, seen = [], set()
     drawing = LAYOUTS[layout] if foveal_pit else dataclasses.replace(LAYOUTS[layout], foveal_pit=False)
     for path, disease, phase in found:
@@ -203,20 +226,38 @@ def make_rows(found: list[tuple[Path, str, str]], phases: list[str], resolution:
         if digest in seen:
             continue
         seen.add(digest)
-        photo, vessels = photo_from_angiogram(angiogram, drawing)
+        early = None if layout == "ffa_real" else load_angiogram(uwf_early_path(path), layout, resolution)[0]
+        photo, vessels = photo_from_angiogram(angiogram, drawing, fovea_angiogram=early)
         if real_slo_source:
             photo = slo
         eye_id = f"ffa_real/{digest[:12]}" if layout == "ffa_real" else f"uwf_slo_ffa/{uwf_eye(path)}"
-        row = {"eye_id": eye_id, "modality": drawing.modality,
-               "source_image": PIL.Image.fromarray((photo * 255).round().astype(np.uint8)),
-               "vessel_mask": PIL.Image.fromarray(vessels.astype(np.uint8) * 255),
-               "disease": disease, "source_path": path.relative_to(root).as_posix()}
-        for name in phases:
-            own = name == phase
-            row[f"ffa_{name}"] = PIL.Image.fromarray(angiogram) if own else None
-            row[f"ffa_{name}_seconds"] = PHASES[name] if own else None
-        rows.append(row)
-    return rows, len(found) - len(rows)
+        for draw in range(max(lid_draws, 1)):
+            source, target, mask = photo, angiogram, vessels
+            if lid_draws:
+                rng = np.random.default_rng([int(digest[:15], 16), draw])
+                source, target, mask = with_lids(photo, angiogram, vessels, rng)
+            row = {"eye_id": eye_id, "modality": drawing.modality,
+                   "source_image": PIL.Image.fromarray((source * 255).round().astype(np.uint8)),
+                   "vessel_mask": PIL.Image.fromarray(mask.astype(np.uint8) * 255),
+                   "disease": disease, "source_path": path.relative_to(root).as_posix()}
+            for name in phases:
+                own = name == phase
+                row[f"ffa_{name}"] = PIL.Image.fromarray(target) if own else None
+                row[f"ffa_{name}_seconds"] = PHASES[name] if own else None
+            rows.append(row)
+    return rows, len(found) - len(seen)
+
+
+def with_lids(photo: np.ndarray, angiogram: np.ndarray, vessels: np.ndarray,
+              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The pair seen between eyelids, as an Optos camera sees most eyes: the phantom's lids and lashes
+    (`uwf_view`, bright green in the SLO-like source) cover the field's edges, and the angiogram is black under
+    them, as in the phantom's UWF angiograms. The real angiograms' sources had none, and the model drew a real
+    SLO's lid as a bright patch (eye 7 of ../shared/data/uwf_slo_ffa, brighter than its disc)."""
+    retina, lids = uwf_view(photo.shape[0], rng, half_width=LID_WINDOW[0], half_height=LID_WINDOW[1])
+    source = photo * retina[..., None] + lids.transpose(1, 2, 0) * (1.0 - retina[..., None])
+    target = (angiogram * retina).round().astype(np.uint8)
+    return source.astype(np.float32), target, vessels & (retina > 0.5)
 
 
 def write_card(args: argparse.Namespace, files: dict[str, str], rows: list[dict]) -> None:
@@ -261,11 +302,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--real_slo_source", action="store_true",
                         help="uwf_triplets: the eye's real SLO as the source (as acquired), not one rendered")
     parser.add_argument("--no_foveal_pit", action="store_true",
-                        help="ffa_real: no photo's foveal pit in the sources (as rendered for the default model's "
-                             "steps 3c-3f, experiments/train_default.sh)")
+                        help="no photo's foveal pit in the sources (as rendered for the default model's steps "
+                             "3c-3f, experiments/train_default.sh)")
+    parser.add_argument("--lid_draws", type=int, default=0,
+                        help="uwf_triplets: render each angiogram this many times, each between its own random "
+                             "eyelids (bright in the source, black in the angiogram); 0: no lids")
     args = parser.parse_args(argv)
     if args.real_slo_source and args.layout != "uwf_triplets":
         parser.error(f"--real_slo_source needs --layout uwf_triplets, got --layout {args.layout}")
+    if args.lid_draws < 0:
+        parser.error(f"--lid_draws must be >= 0, got {args.lid_draws}")
+    if args.lid_draws and (args.layout != "uwf_triplets" or args.real_slo_source):
+        parser.error(f"--lid_draws needs --layout uwf_triplets with a rendered source, got --layout {args.layout}"
+                     + (" --real_slo_source" if args.real_slo_source else ""))
     args.license = args.license or LAYOUTS[args.layout].license
     for phase in [*args.phases, args.diagnosis_phase]:
         if phase not in PHASES:
@@ -286,7 +335,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         found = collect_uwf(args.input, args.split)
     rows, duplicates = make_rows(found, args.phases, args.resolution, args.input, args.layout, args.real_slo_source,
-                                 foveal_pit=not args.no_foveal_pit)
+                                 foveal_pit=not args.no_foveal_pit, lid_draws=args.lid_draws)
     files = write_parquet_splits({args.split: rows}, features(args.phases), args.output_dir)
     write_card(args, files, rows)
     print(f"{len(rows)} pairs ({duplicates} duplicate images left out) -> {args.output_dir / files[args.split]}")

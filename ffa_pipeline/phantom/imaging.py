@@ -27,11 +27,17 @@ def fundus_aperture(size: int) -> np.ndarray:
     return aperture
 
 
-def uwf_view(size: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Retina visible between the eyelids of an Optos image, and the lids and lashes around it (planar RGB)."""
+def uwf_view(
+    size: int,
+    rng: np.random.Generator,
+    half_width: tuple[float, float] = (0.48, 0.54),
+    half_height: tuple[float, float] = (0.4, 0.46),
+) -> tuple[np.ndarray, np.ndarray]:
+    """Retina visible between the eyelids of an Optos image, and the lids and lashes around it (planar RGB).
+    The window's half-width and half-height (fractions of the side) are drawn from the given ranges."""
     coarse = np.linspace(0.0, 1.0, 64, dtype=np.float32)
-    u = (coarse[None, :] - rng.uniform(0.48, 0.52)) / rng.uniform(0.48, 0.54)
-    v = (coarse[:, None] - rng.uniform(0.5, 0.55)) / rng.uniform(0.4, 0.46)
+    u = (coarse[None, :] - rng.uniform(0.48, 0.52)) / rng.uniform(*half_width)
+    v = (coarse[:, None] - rng.uniform(0.5, 0.55)) / rng.uniform(*half_height)
     power = rng.uniform(2.0, 2.6)
     inside = cv2.resize(np.abs(u) ** power + np.abs(v) ** power, (size, size), interpolation=cv2.INTER_LINEAR)
     retina = np.clip((1.0 - inside) * (size / 6.0), 0.0, 1.0)
