@@ -36,6 +36,9 @@ beside ours). Every input is framed by the pipeline's own processor, and the che
   output as control. The SLO and its angiogram are not pixel-aligned
   (another geometry, not just a shift), so as a reference the same AUC is given for the input's own dark-ridge map
   ("input_ridges_vessel_auc_vs_real"): a model that copied the SLO's vessels exactly would score about that;
+* eyelids (UWF inputs): mean output under the SLO's eyelids (bright, green over red: G > 1.3 R and G > 0.3) / mean
+  output in the rest of the field ("lid_brightness"; < 1: dark, as lids are in a real angiogram), and the same
+  for the real angiogram framed as the input ("lid_brightness_real"; roughly aligned, and the lids are large);
 * UWF fovea on registered pairs (when `data/uwf-registered` is there: `experiments/real_uwf.sh` builds it; the test
   eyes whose SLO and angiogram `ffa_pipeline/registration.py` could register, 10 and 8): the output's own fovea
   against the registered early angiogram's (`find_fovea`, UWF radius), its distance as a fraction of the frame and
@@ -128,6 +131,16 @@ def anatomy_checks(source: np.ndarray, output: np.ndarray, field: np.ndarray, fi
             "fovea_offset": fovea_distance(fovea_in, fovea_out) / side,
             "fovea_offset_flipped_control": fovea_distance(fovea_in, fovea_mirrored) / side,
             "disc_offset": float(np.hypot(*np.subtract(disc_in, disc_out)) / side), **fine}
+
+
+def lid_checks(source: np.ndarray, output: np.ndarray, real: np.ndarray, field: np.ndarray) -> dict[str, float]:
+    """The eyelid check of the module docstring, for one framed SLO (HxWx3), output and real angiogram (HxW)."""
+    red, green = source[..., 0], source[..., 1]
+    lids = (green > 1.3 * red) & (green > 0.3) & field
+    rest = field & ~lids
+    return {"lid_fraction": float(lids.sum() / field.sum()),
+            "lid_brightness": float(output[lids].mean() / output[rest].mean()),
+            "lid_brightness_real": float(real[lids].mean() / real[rest].mean())}
 
 
 def real_field(real: np.ndarray, field: np.ndarray) -> np.ndarray:
@@ -245,6 +258,7 @@ def main() -> None:
             if phase in reals:
                 real = reals[phase].mean(axis=2)
                 report[case["name"]][phase].update(real_angiogram_checks(real, source, output, field, real_fovea))
+                report[case["name"]][phase].update(lid_checks(source, output, real, field))
             tiles.append(np.repeat(output[..., None], 3, axis=2))
         tiles += [reals.get(phase, np.zeros_like(source)) for phase in ("early", "late")]
         rows.append(np.concatenate(tiles, axis=1))
