@@ -91,8 +91,8 @@ LAYOUTS = {"ffa_real": Layout("cfp", FUNDUS_ORANGE, "apache-2.0", vessel_width=1
 PIT_SIGMA, PIT_DEPTH, PIT_FULL, PIT_NONE = 0.025, 0.5, 0.45, 0.7
 UWF_PHASES = ("early", "late")
 # Half-width and half-height ranges of the window between the eyelids (`with_lids`), as fractions of the side:
-# narrower than the phantom's, whose lids barely reach the sides; in the framed real SLOs the lids cover the outer
-# 2-12 % of each side.
+# narrower than the phantom's, whose lids barely reach the sides; in the framed real SLOs the lids cover roughly the
+# outer 2-12 % of each side (by eye, 2026-12-01).
 LID_WINDOW = ((0.38, 0.48), (0.36, 0.46))
 
 
@@ -226,7 +226,9 @@ def make_rows(found: list[tuple[Path, str, str]], phases: list[str], resolution:
         if digest in seen:
             continue
         seen.add(digest)
-        early = None if layout == "ffa_real" else load_angiogram(uwf_early_path(path), layout, resolution)[0]
+        early = None
+        if layout == "uwf_triplets" and drawing.foveal_pit:
+            early = load_angiogram(uwf_early_path(path), layout, resolution)[0]
         photo, vessels = photo_from_angiogram(angiogram, drawing, fovea_angiogram=early)
         if real_slo_source:
             photo = slo
@@ -253,7 +255,8 @@ def with_lids(photo: np.ndarray, angiogram: np.ndarray, vessels: np.ndarray,
     """The pair seen between eyelids, as an Optos camera sees most eyes: the phantom's lids and lashes
     (`uwf_view`, bright green in the SLO-like source) cover the field's edges, and the angiogram is black under
     them, as in the phantom's UWF angiograms. The real angiograms' sources had none, and the model drew a real
-    SLO's lid as a bright patch (eye 7 of ../shared/data/uwf_slo_ffa, brighter than its disc)."""
+    SLO's lid as a bright patch (eye 7 of ../shared/data/uwf_slo_ffa, brighter than its disc); trained with these
+    (step 3h of experiments/train_default.sh) it draws real lids darker, not yet dark (README)."""
     retina, lids = uwf_view(photo.shape[0], rng, half_width=LID_WINDOW[0], half_height=LID_WINDOW[1])
     source = photo * retina[..., None] + lids.transpose(1, 2, 0) * (1.0 - retina[..., None])
     target = (angiogram * retina).round().astype(np.uint8)
