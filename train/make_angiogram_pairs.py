@@ -218,7 +218,7 @@ def make_rows(found: list[tuple[Path, str, str]], phases: list[str], resolution:
     """Dataset rows (images as PNG bytes) and the number of duplicates left out; `foveal_pit=False` draws none
     where the layout would; `lid_draws` > 0 renders each angiogram that many times, each with its own eyelids
     (`with_lids`)."""
-    rows, seen = [], set()
+    rows, seen, earlies = [], set(), {}  # earlies: each UWF eye's early frame, framed once for both its phases
     drawing = LAYOUTS[layout] if foveal_pit else dataclasses.replace(LAYOUTS[layout], foveal_pit=False)
     for path, disease, phase in found:
         angiogram, slo = load_angiogram(path, layout, resolution)
@@ -228,7 +228,11 @@ def make_rows(found: list[tuple[Path, str, str]], phases: list[str], resolution:
         seen.add(digest)
         early = None
         if layout == "uwf_triplets" and drawing.foveal_pit:
-            early = load_angiogram(uwf_early_path(path), layout, resolution)[0]
+            early_path = uwf_early_path(path)
+            if early_path not in earlies:
+                earlies[early_path] = angiogram if early_path == path else load_angiogram(early_path, layout,
+                                                                                         resolution)[0]
+            early = earlies[early_path]
         photo, vessels = photo_from_angiogram(angiogram, drawing, fovea_angiogram=early)
         if real_slo_source:
             photo = slo
