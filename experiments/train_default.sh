@@ -93,7 +93,7 @@ python train/train_ffa.py --pretrained_ffa_model runs/ffa-uwf-native \
 #    of the 8; 30 min caching + 18 min training). Without them the model did not find the fovea of UWF test eye 8
 #    (0.14 of the frame away) and drew a real SLO's lids brighter than its retina (experiments/real_photo_check.py).
 python train/make_angiogram_pairs.py --layout uwf_triplets --input ../shared/data/uwf_slo_ffa --resolution 768 \
-  --split train --lid_draws 10 --output_dir data/uwf-angiogram-pairs-lids-768
+  --split train --lid_draws 10 --lid_style phantom --output_dir data/uwf-angiogram-pairs-lids-768
 python train/train_ffa.py --pretrained_ffa_model runs/ffa-pit \
   --train_data_dir data/phantom-train data/phantom-uwf-768 $A $A $A data/uwf-angiogram-pairs-lids-768 \
   "${FINE_TUNE[@]}" --output_dir runs/ffa-lids

@@ -27,7 +27,7 @@ Layouts of `--input` (`--layout`):
   source is the eye's real SLO instead (framed the same way, as acquired: not pixel-aligned with the angiogram), so
   that a model also sees what a real SLO looks like; the vessel mask is still the angiogram's. The foveal pit is
   drawn at an SLO's scale where the eye's early frame has its fovea. With `--lid_draws N` each angiogram is
-  rendered N times, each seen between its own random eyelids (`with_lids`).
+  rendered N times, each seen between its own random eyelids (`with_lids`, `--lid_style`).
 
 Output: the phantom's wide layout, so `train/train_ffa.py` reads both with the same flags and can concatenate
 them (`--train_data_dir data/phantom-train data/angiogram-pairs`): `eye_id`, `modality` (`cfp`; `uwf_slo` for
@@ -94,6 +94,9 @@ UWF_PHASES = ("early", "late")
 # narrower than the phantom's, whose lids barely reach the sides; in the framed real SLOs the lids cover roughly the
 # outer 2-12 % of each side (by eye, 2026-12-01).
 LID_WINDOW = ((0.38, 0.48), (0.36, 0.46))
+# The "slo" style's window (`with_lids`): wide, so the lids cover mostly what lies outside the angiogram's own field.
+SLO_LID_WINDOW = ((0.42, 0.52), (0.40, 0.50))
+LID_STYLES = ("slo", "phantom")
 
 
 def photo_from_angiogram(angiogram: np.ndarray, layout: Layout = LAYOUTS["ffa_real"],
@@ -214,10 +217,10 @@ def features(phases: list[str]) -> Features:
 
 def make_rows(found: list[tuple[Path, str, str]], phases: list[str], resolution: int,
               root: Path, layout: str = "ffa_real", real_slo_source: bool = False,
-              foveal_pit: bool = True, lid_draws: int = 0) -> tuple[list[dict], int]:
+              foveal_pit: bool = True, lid_draws: int = 0, lid_style: str = "slo") -> tuple[list[dict], int]:
     """Dataset rows (images as PNG bytes) and the number of duplicates left out; `foveal_pit=False` draws none
     where the layout would; `lid_draws` > 0 renders each angiogram that many times, each with its own eyelids
-    (`with_lids`)."""
+    (`with_lids` in `lid_style`)."""
     rows, seen, earlies = [], set(), {}  # earlies: each UWF eye's early frame, framed once for both its phases
     drawing = LAYOUTS[layout] if foveal_pit else dataclasses.replace(LAYOUTS[layout], foveal_pit=False)
     for path, disease, phase in found:
@@ -241,7 +244,7 @@ def make_rows(found: list[tuple[Path, str, str]], phases: list[str], resolution:
             source, target, mask = photo, angiogram, vessels
             if lid_draws:
                 rng = np.random.default_rng([int(digest[:15], 16), draw])
-                source, target, mask = with_lids(photo, angiogram, vessels, rng)
+                source, target, mask = with_lids(photo, angiogram, vessels, rng, lid_style)
             row = {"eye_id": eye_id, "modality": drawing.modality,
                    "source_image": PIL.Image.fromarray((source * 255).round().astype(np.uint8)),
                    "vessel_mask": PIL.Image.fromarray(mask.astype(np.uint8) * 255),
@@ -254,17 +257,66 @@ def make_rows(found: list[tuple[Path, str, str]], phases: list[str], resolution:
     return rows, len(found) - len(seen)
 
 
-def with_lids(photo: np.ndarray, angiogram: np.ndarray, vessels: np.ndarray,
-              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The pair seen between eyelids, as an Optos camera sees most eyes: the phantom's lids and lashes
-    (`uwf_view`, bright green in the SLO-like source) cover the field's edges, and the angiogram is black under
-    them, as in the phantom's UWF angiograms. The real angiograms' sources had none, and the model drew a real
-    SLO's lid as a bright patch (eye 7 of ../shared/data/uwf_slo_ffa, brighter than its disc); trained with these
-    (step 3h of experiments/train_default.sh) it draws real lids darker, not yet dark (README)."""
-    retina, lids = uwf_view(photo.shape[0], rng, half_width=LID_WINDOW[0], half_height=LID_WINDOW[1])
-    source = photo * retina[..., None] + lids.transpose(1, 2, 0) * (1.0 - retina[..., None])
-    target = (angiogram * retina).round().astype(np.uint8)
-    return source.astype(np.float32), target, vessels & (retina > 0.5)
+def with_lids(photo: np.ndarray, angiogram: np.ndarray, vessels: np.ndarray, rng: np.random.Generator,
+              style: str = "slo") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The pair seen between eyelids, as an Optos camera sees most eyes; the angiogram is black under them, as in
+    the phantom's UWF angiograms. The real angiograms' sources had none, and the model drew a real SLO's lid as a
+    bright patch (eye 7 of ../shared/data/uwf_slo_ffa, brighter than its disc).
+
+    `style` (LID_STYLES): "phantom": the phantom's lids and thin lashes (`uwf_view`, bright green) in a narrow
+    window that also cuts the angiogram's peripheral retina and leaves the angiogram's own black surround black in
+    the source (step 3h of experiments/train_default.sh: real lids drawn darker, not yet dark). "slo" (`slo_lids`):
+    lids that look more like a real SLO's through `grey_ridges`, over everything outside a wide window *and*
+    outside the angiogram's own field (no black in the source, where a real SLO has none; the retina that the
+    angiogram shows is mostly kept), with clusters of thick dark lashes that reach over the retina's edge and
+    darken the angiogram there too; its vessel mask keeps only the fully clear retina."""
+    size = photo.shape[0]
+    if style == "phantom":
+        retina, lids = uwf_view(size, rng, half_width=LID_WINDOW[0], half_height=LID_WINDOW[1])
+        source = photo * retina[..., None] + lids.transpose(1, 2, 0) * (1.0 - retina[..., None])
+        target = (angiogram * retina).round().astype(np.uint8)
+        return source.astype(np.float32), target, vessels & (retina > 0.5)
+    if style != "slo":
+        raise ValueError(f"unknown lid style {style!r}; allowed: {list(LID_STYLES)}")
+    window, _ = uwf_view(size, rng, half_width=SLO_LID_WINDOW[0], half_height=SLO_LID_WINDOW[1])
+    field = cv2.GaussianBlur((photo.max(axis=2) > 0.01).astype(np.float32), (0, 0), 0.004 * size)
+    retina = window * field
+    lid, lashes = slo_lids(retina, rng)
+    clear = 1.0 - lashes
+    source = (photo * retina[..., None] + lid * (1.0 - retina[..., None])) * clear[..., None]
+    target = (angiogram * retina * clear).round().astype(np.uint8)
+    return source.astype(np.float32), target, vessels & (retina > 0.9) & (lashes < 0.1)
+
+
+def slo_lids(retina: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(HxWx3 lid colour, HxW lash darkness in [0, 1]) around `retina` (HxW, 1 inside the window), modelled on the
+    real train SLOs by eye (ours): a yellow-green lid of uneven brightness, lit brightest at its margin,
+    and clusters of near-parallel thick dark lashes rooted along the margin, pointing away from the centre."""
+    size = retina.shape[0]
+    shade = 0.55 + 0.45 * cv2.resize(rng.random((5, 5), dtype=np.float32), (size, size), interpolation=cv2.INTER_CUBIC)
+    from_margin = cv2.distanceTransform((retina < 0.5).astype(np.uint8), cv2.DIST_L2, 5) / size
+    shade *= 1.0 + rng.uniform(0.1, 0.4) * np.exp(-from_margin / 0.02)
+    colour = np.array([rng.uniform(0.45, 0.8), 1.0, 0.08], np.float32) * rng.uniform(0.45, 1.0)
+    lid = np.clip(shade[..., None] * colour, 0.0, 1.0)
+    lashes = np.zeros((size, size), np.float32)
+    ys, xs = np.nonzero((retina > 0.3) & (retina < 0.7))
+    centre = np.array([size / 2, size / 2])
+    for _ in range(int(rng.integers(3, 8)) if len(ys) else 0):
+        i = rng.integers(len(ys))
+        root = np.array([xs[i], ys[i]], float)
+        outward = np.arctan2(*(root - centre)[::-1]) + rng.normal(0, 0.35)
+        out, along = np.array([np.cos(outward), np.sin(outward)]), np.array([-np.sin(outward), np.cos(outward)])
+        for offset in rng.uniform(-0.1, 0.1, int(rng.integers(5, 14))) * size:
+            heading = outward + rng.normal(0, 0.12) + rng.normal(0, 0.15) * np.linspace(0, 1, 8)
+            start = root + offset * along - rng.uniform(0.01, 0.04) * size * out  # roots just inside the retina
+            step = size * rng.uniform(0.015, 0.035)
+            path = start + np.cumsum(step * np.stack([np.cos(heading), np.sin(heading)], 1), 0)
+            layer = np.zeros((size, size), np.uint8)
+            cv2.polylines(layer, [np.rint(path * 16).astype(np.int32)], False, 255,
+                          max(1, int(size * rng.uniform(0.005, 0.015))), cv2.LINE_AA, 4)
+            lashes = np.maximum(lashes, layer / 255.0 * rng.uniform(0.5, 0.9))
+    lashes = cv2.GaussianBlur(lashes, (0, 0), 0.002 * size)
+    return lid.astype(np.float32), lashes
 
 
 def write_card(args: argparse.Namespace, files: dict[str, str], rows: list[dict]) -> None:
@@ -314,6 +366,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lid_draws", type=int, default=0,
                         help="uwf_triplets: render each angiogram this many times, each between its own random "
                              "eyelids (bright in the source, black in the angiogram); 0: no lids")
+    parser.add_argument("--lid_style", choices=LID_STYLES, default="slo",
+                        help="slo: lids like a real SLO's, around the angiogram's own field, with thick lashes; "
+                             "phantom: the phantom's, in a narrower window (step 3h of experiments/train_default.sh)")
     args = parser.parse_args(argv)
     if args.real_slo_source and args.layout != "uwf_triplets":
         parser.error(f"--real_slo_source needs --layout uwf_triplets, got --layout {args.layout}")
@@ -342,7 +397,8 @@ def main(argv: list[str] | None = None) -> None:
     else:
         found = collect_uwf(args.input, args.split)
     rows, duplicates = make_rows(found, args.phases, args.resolution, args.input, args.layout, args.real_slo_source,
-                                 foveal_pit=not args.no_foveal_pit, lid_draws=args.lid_draws)
+                                 foveal_pit=not args.no_foveal_pit, lid_draws=args.lid_draws,
+                                 lid_style=args.lid_style)
     files = write_parquet_splits({args.split: rows}, features(args.phases), args.output_dir)
     write_card(args, files, rows)
     print(f"{len(rows)} pairs ({duplicates} duplicate images left out) -> {args.output_dir / files[args.split]}")
