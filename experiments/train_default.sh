@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The default model shipped in assets/ffa-default: the exact commands (CPU, 2 cores; about 6.9 h in all).
+# The default model shipped in assets/ffa-default: the exact commands (CPU, 2 cores; about 7.7 h in all).
 set -euo pipefail
 P="python train/make_phantom_dataset.py --resolution 256 --phases arterial early mid late"
 # 1. Phantom data: 1500 eyes in CFP and UWF-SLO, OCT for only 60 eyes (a modality with few pairs).
@@ -47,7 +47,7 @@ FINE_TUNE=(--train_full_unet --max_train_samples 480 --target_image_column ffa_a
   --eye_id_column eye_id --alignment_loss_weight 0.1 --cache_latents --random_flip --random_rotation 10
   --random_scale 0.1 --color_jitter 0.3 --input_representation grey_ridges --use_ema --ema_decay 0.995
   --train_batch_size 8 --learning_rate 2e-4 --lr_scheduler constant_with_warmup --lr_warmup_steps 50
-  --max_train_steps 700 --checkpointing_steps 350 --checkpoints_total_limit 1)  # steps 3c-3h
+  --max_train_steps 700 --checkpointing_steps 350 --checkpoints_total_limit 1)  # steps 3c-3i
 ANGIOGRAM_RUN=(--train_data_dir data/phantom-train data/angiogram-pairs data/angiogram-pairs data/angiogram-pairs
   "${FINE_TUNE[@]}")
 python train/train_ffa.py --pretrained_ffa_model runs/ffa-phantom-v2 "${ANGIOGRAM_RUN[@]}" --output_dir runs/ffa-angio
@@ -97,12 +97,22 @@ python train/make_angiogram_pairs.py --layout uwf_triplets --input ../shared/dat
 python train/train_ffa.py --pretrained_ffa_model runs/ffa-pit \
   --train_data_dir data/phantom-train data/phantom-uwf-768 $A $A $A data/uwf-angiogram-pairs-lids-768 \
   "${FINE_TUNE[@]}" --output_dir runs/ffa-lids
+# 3i. Eyelids that look like a real SLO's: 700 more steps on the data of 3h with the UWF angiograms' lids drawn in the
+#    "slo" style (`--lid_style slo`: uneven yellow-green lids over everything outside a wide window and outside the
+#    angiogram's own field, thick dark lash clusters over the retina's edge; 80 rows in place of 3h's; 29 min caching +
+#    18 min training). 3h's lids (bright, thin lashes, a narrow window that also cut the peripheral retina, black in
+#    the source where the angiogram has no field) looked unlike a real SLO's through the `grey_ridges` input.
+python train/make_angiogram_pairs.py --layout uwf_triplets --input ../shared/data/uwf_slo_ffa --resolution 768 \
+  --split train --lid_draws 10 --lid_style slo --output_dir data/uwf-angiogram-pairs-slolids-768
+python train/train_ffa.py --pretrained_ffa_model runs/ffa-lids \
+  --train_data_dir data/phantom-train data/phantom-uwf-768 $A $A $A data/uwf-angiogram-pairs-slolids-768 \
+  "${FINE_TUNE[@]}" --output_dir runs/ffa-slolids
 # 4. Sampling defaults from the sweeps (experiments/sweep.sh) and the real-photo check: DDIM with "trailing"
 #    timesteps (the first step starts from the last training timestep, as pure noise needs; "leading" started 2
 #    steps at t=500), 2 steps, image guidance 2 (two UNet branches per step, run as one batch): better SSIM and
 #    MS-SSIM on phantom eyes than 4 leading steps (PSNR level for CFP, lower for OCT), at half the UNet time.
-python train/set_sampling_defaults.py --model runs/ffa-lids --scheduler ddim --timestep_spacing trailing \
+python train/set_sampling_defaults.py --model runs/ffa-slolids --scheduler ddim --timestep_spacing trailing \
   --num_inference_steps 2 --image_guidance_scale 2 --label_guidance_scale 1
 # 5. Ship the pipeline alone (Hub layout, no checkpoints or logs); the model card assets/ffa-default/README.md is
 #    written by hand from the evaluation (experiments/evaluate_default.sh).
-python -c "from ffa_pipeline import FFADiffusionPipeline as P; P.from_pretrained('runs/ffa-lids').save_pretrained('assets/ffa-default')"
+python -c "from ffa_pipeline import FFADiffusionPipeline as P; P.from_pretrained('runs/ffa-slolids').save_pretrained('assets/ffa-default')"
