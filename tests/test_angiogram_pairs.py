@@ -196,6 +196,12 @@ def test_lid_draws_render_each_angiogram_between_its_own_eyelids(tmp_path, style
     assert not np.array_equal(sources[0], sources[1])  # each draw its own lids
 
 
+def test_an_unknown_lid_style_names_the_allowed_ones():
+    photo, vessels = make_angiogram_pairs.photo_from_angiogram(angiogram())
+    with pytest.raises(ValueError, match=r"unknown lid style 'cartoon'; allowed: \['slo', 'phantom'\]"):
+        make_angiogram_pairs.with_lids(photo, angiogram(), vessels, np.random.default_rng(0), "cartoon")
+
+
 def test_lid_draws_need_a_rendered_uwf_source(tmp_path, capsys):
     for flags in (["--lid_draws", "2"], ["--layout", "uwf_triplets", "--real_slo_source", "--lid_draws", "2"]):
         with pytest.raises(SystemExit):

@@ -269,7 +269,8 @@ def with_lids(photo: np.ndarray, angiogram: np.ndarray, vessels: np.ndarray, rng
     lids that look more like a real SLO's through `grey_ridges`, over everything outside a wide window *and*
     outside the angiogram's own field (no black in the source, where a real SLO has none; the retina that the
     angiogram shows is mostly kept), with clusters of thick dark lashes that reach over the retina's edge and
-    darken the angiogram there too; its vessel mask keeps only the fully clear retina."""
+    darken the angiogram there too; its vessel mask keeps only the fully clear retina (step 3i: the model learnt
+    these too, yet draws a real SLO's lids no darker than after step 3h; README)."""
     size = photo.shape[0]
     if style == "phantom":
         retina, lids = uwf_view(size, rng, half_width=LID_WINDOW[0], half_height=LID_WINDOW[1])
