@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # Do the real train SLO-angiogram pairs in the default model's own fine-tune make it draw a real SLO's lids dark?
 # (The LoRA of Experiment 3, trained on those 8 pairs alone, does; the default model draws them as bright as the
-# retina.) Two 300-step fine-tunes of the shipped model (step 3i) with the recipe and data of
-# experiments/train_default.sh step 3i, each followed by the real-photo check and
-# the paired metrics on the 3 held-out test triplets (as experiments/real_uwf.sh evaluates them):
+# retina.) Three fine-tunes of the shipped model (step 3i) with the recipe and data of experiments/train_default.sh
+# step 3i, each followed by the real-photo check and the paired metrics on the 3 held-out test triplets (as
+# experiments/real_uwf.sh evaluates them); the first two 300 steps long:
 #   "real SLO": + the 8 real train pairs of ../shared/data/uwf_slo_ffa (early + late) with the eyes' real SLOs as
 #               sources (make_angiogram_pairs.py --real_slo_source, as acquired: not pixel-aligned), listed 3 times;
-#   "control":  the same without them, so that what 300 more steps do by themselves is seen apart.
-# About 30 min each on the 2-core CPU (20-29 min caching latents + 7 min training). Results: README, "The default
-# model", and experiments/results/real_slo_probe.md.
+#   "control":  the same without them, so that what 300 more steps do by themselves is seen apart;
+#   "real SLO x10": the real pairs listed 10 times, over the full 700 steps of step 3i.
+# About 30 min each on the 2-core CPU (22 min caching latents + 6-7 min training), 40 min for the last.
+# Results: README, "The default model", and experiments/results/real_slo_probe.md.
 set -euo pipefail
 MODEL=${MODEL:-assets/ffa-default}
 OUT=${OUT:-runs}
@@ -36,7 +37,9 @@ python train/train_ffa.py --pretrained_ffa_model "$MODEL" --train_data_dir "${ST
   --max_train_steps 300 --output_dir "$OUT/probe-realslo"
 python train/train_ffa.py --pretrained_ffa_model "$MODEL" --train_data_dir "${STEP_3I[@]}" "${FINE_TUNE[@]}" \
   --max_train_steps 300 --output_dir "$OUT/probe-control"
-for RUN in "$MODEL" "$OUT/probe-realslo" "$OUT/probe-control"; do
+python train/train_ffa.py --pretrained_ffa_model "$MODEL" \
+  --train_data_dir "${STEP_3I[@]}" $S $S $S $S $S $S $S $S $S $S "${FINE_TUNE[@]}" --output_dir "$OUT/probe-realslo10"
+for RUN in "$MODEL" "$OUT/probe-realslo" "$OUT/probe-control" "$OUT/probe-realslo10"; do
   NAME=$(basename "$RUN")
   python experiments/real_photo_check.py --model "$RUN" --output_dir "$OUT/real-slo-probe/$NAME"
   for DATA in registered as-acquired; do
