@@ -30,7 +30,7 @@ PAIRS="python train/make_angiogram_pairs.py --layout uwf_triplets --input $UWF -
   --output_dir data/uwf-registered --resolution 512
 [ -d data/uwf-as-acquired ] || python train/prepare_dataset.py --layout uwf_triplets --input "$UWF" \
   --output_dir data/uwf-as-acquired --resolution 512 --registration none
-# The recipe of steps 3c-3i, 300 steps instead of 700.
+# The recipe of steps 3c-3i: 700 steps, 300 for the first two runs.
 eval "$(sed -n '/^FINE_TUNE=(/,/)$/p' experiments/train_default.sh)"
 STEP_3I=(data/phantom-train data/phantom-uwf-768 $A $A $A $L)
 python train/train_ffa.py --pretrained_ffa_model "$MODEL" --train_data_dir "${STEP_3I[@]}" $S $S $S "${FINE_TUNE[@]}" \
