@@ -7,8 +7,10 @@
 #   "real SLO": + the 8 real train pairs of ../shared/data/uwf_slo_ffa (early + late) with the eyes' real SLOs as
 #               sources (make_angiogram_pairs.py --real_slo_source, as acquired: not pixel-aligned), listed 3 times;
 #   "control":  the same without them, so that what 300 more steps do by themselves is seen apart;
-#   "real SLO x10": the real pairs listed 10 times, over the full 700 steps of step 3i.
-# About 30 min each on the 2-core CPU (22 min caching latents + 6-7 min training), 40 min for the last.
+#   "real SLO x10": the real pairs listed 10 times, over the full 700 steps of step 3i;
+#   "real SLO x10, lids only": the same, with the real pairs' loss only outside the angiogram's retinal field
+#               (--loss_mask_column loss_mask: the SLO's lids and lashes, where the angiogram is black).
+# About 30 min each on the 2-core CPU (22 min caching latents + 6-7 min training), 40 min for the last two.
 # Results: README, "The default model", and experiments/results/real_slo_probe.md.
 set -euo pipefail
 MODEL=${MODEL:-assets/ffa-default}
@@ -24,7 +26,7 @@ PAIRS="python train/make_angiogram_pairs.py --layout uwf_triplets --input $UWF -
   --phases arterial early mid late --num_samples 120 --modalities uwf_slo --seed 31 --output_dir data/phantom-uwf-768
 [ -d $A ] || python train/make_angiogram_pairs.py --input ../shared/data/ffa_real --split train --output_dir $A
 [ -d $L ] || $PAIRS --lid_draws 10 --lid_style slo --output_dir $L
-[ -d $S ] || $PAIRS --real_slo_source --output_dir $S
+$PAIRS --real_slo_source --output_dir $S  # always (11 s): a copy from before its loss_mask column gets it
 # The 3 held-out test triplets, registered and as acquired (as experiments/real_uwf.sh builds them).
 [ -d data/uwf-registered ] || python train/prepare_dataset.py --layout uwf_triplets --input "$UWF" \
   --output_dir data/uwf-registered --resolution 512
@@ -39,7 +41,10 @@ python train/train_ffa.py --pretrained_ffa_model "$MODEL" --train_data_dir "${ST
   --max_train_steps 300 --output_dir "$OUT/probe-control"
 python train/train_ffa.py --pretrained_ffa_model "$MODEL" \
   --train_data_dir "${STEP_3I[@]}" $S $S $S $S $S $S $S $S $S $S "${FINE_TUNE[@]}" --output_dir "$OUT/probe-realslo10"
-for RUN in "$MODEL" "$OUT/probe-realslo" "$OUT/probe-control" "$OUT/probe-realslo10"; do
+python train/train_ffa.py --pretrained_ffa_model "$MODEL" \
+  --train_data_dir "${STEP_3I[@]}" $S $S $S $S $S $S $S $S $S $S "${FINE_TUNE[@]}" --loss_mask_column loss_mask \
+  --output_dir "$OUT/probe-realslo10-lidmask"
+for RUN in "$MODEL" "$OUT/probe-realslo" "$OUT/probe-control" "$OUT/probe-realslo10" "$OUT/probe-realslo10-lidmask"; do
   NAME=$(basename "$RUN")
   python experiments/real_photo_check.py --model "$RUN" --output_dir "$OUT/real-slo-probe/$NAME"
   for DATA in registered as-acquired; do

@@ -7,7 +7,9 @@ Two layouts are read with the same code, chosen by column flags:
   `ffa_late`, ...): pass comma lists `--target_image_column ffa_early,ffa_late
   --phase_column ffa_early_seconds,ffa_late_seconds`, and each sample picks one target at random.
 With `eye_id_column`, a sample also gets a *partner*: the source of another modality of the same eye (in the
-same framing), which the cross-modal alignment loss pulls together with it.
+same framing), which the cross-modal alignment loss pulls together with it. With `loss_mask`, a sample also gets
+the row's loss mask (white: the pixels whose loss counts), framed and augmented as its target; a row without one
+(an empty cell, or a folder without the column: `with_loss_mask_column`) counts every pixel.
 
 Randomness (which target, which augmentation) is a pure function of (seed, epoch, index), so a resumed run sees
 exactly the data an uninterrupted one would.
@@ -82,10 +84,11 @@ class ColumnSpec:
     modality: str | None = "modality"
     disease: str | None = "disease"
     eye_id: str | None = None
+    loss_mask: str | None = None
 
     @classmethod
     def from_flags(cls, source: str, target: str, phase: str, modality: str | None, disease: str | None,
-                   eye_id: str | None) -> ColumnSpec:
+                   eye_id: str | None, loss_mask: str | None = None) -> ColumnSpec:
         targets = tuple(c.strip() for c in target.split(",") if c.strip())
         phases = tuple(c.strip() for c in phase.split(",") if c.strip())
         if len(targets) != len(phases):
@@ -93,13 +96,26 @@ class ColumnSpec:
                 f"--target_image_column has {len(targets)} columns {list(targets)} but --phase_column has "
                 f"{len(phases)} {list(phases)}: give one phase column per target column"
             )
-        return cls(source, targets, phases, modality or None, disease or None, eye_id or None)
+        return cls(source, targets, phases, modality or None, disease or None, eye_id or None, loss_mask or None)
+
+
+def with_loss_mask_column(parts: list[Dataset], spec: ColumnSpec) -> list[Dataset]:
+    """The parts, those without the loss-mask column given an empty one (every pixel counts there); at least one
+    part must have it, or the flag names nothing."""
+    if spec.loss_mask is None:
+        return parts
+    if not any(spec.loss_mask in part.column_names for part in parts):
+        raise ValueError(f"--loss_mask_column {spec.loss_mask!r} is not a column of any dataset; columns: "
+                         f"{sorted({c for part in parts for c in part.column_names})}")
+    return [part if spec.loss_mask in part.column_names else
+            part.add_column(spec.loss_mask, [None] * len(part), feature=ImageFeature()) for part in parts]
 
 
 def check_columns(dataset: Dataset, spec: ColumnSpec) -> None:
     """Every named column must exist; the error names the flag, the column and the available columns."""
     flags = [("--source_image_column", spec.source), ("--modality_column", spec.modality),
-             ("--disease_column", spec.disease), ("--eye_id_column", spec.eye_id)]
+             ("--disease_column", spec.disease), ("--eye_id_column", spec.eye_id),
+             ("--loss_mask_column", spec.loss_mask)]
     flags += [("--target_image_column", c) for c in spec.targets] + [("--phase_column", c) for c in spec.phases]
     for flag, column in flags:
         if column is not None and column not in dataset.column_names:
@@ -108,7 +124,8 @@ def check_columns(dataset: Dataset, spec: ColumnSpec) -> None:
 
 def concatenate_columns(parts: list[Dataset], spec: ColumnSpec) -> Dataset:
     """Datasets that all have the columns of `spec` -> one dataset of those columns (features of the first)."""
-    columns = [c for c in (spec.source, *spec.targets, *spec.phases, spec.modality, spec.disease, spec.eye_id) if c]
+    columns = [c for c in (spec.source, *spec.targets, *spec.phases, spec.modality, spec.disease, spec.eye_id,
+                           spec.loss_mask) if c]
     kept = [part.select_columns(columns) for part in parts]
     return concatenate_datasets([kept[0], *(part.cast(kept[0].features) for part in kept[1:])])
 
@@ -199,7 +216,7 @@ class PairedFFADataset(torch.utils.data.Dataset):
                  random_scale: float = 0.0, color_jitter: float = 0.0, input_representation: str = "rgb",
                  native_ridge_modality_ids: Collection[int] = ()):
         check_input_representation(input_representation)
-        image_columns = {spec.source, *spec.targets}
+        image_columns = {spec.source, *spec.targets, *([spec.loss_mask] if spec.loss_mask else [])}
         for column in image_columns:
             if isinstance(dataset.features[column], ImageFeature):
                 dataset = dataset.cast_column(column, ImageFeature(decode=False))
@@ -279,6 +296,17 @@ class PairedFFADataset(torch.utils.data.Dataset):
         image = image + rng.normal(0, rng.uniform(0, 0.03 * strength), size=image.shape)
         return np.where(field, np.clip(image, 0, 1), 0).astype(np.float32)
 
+    def _loss_mask(self, row: int, framing, matrix: np.ndarray | None) -> torch.Tensor:
+        """1xHxW in [0, 1]: the row's loss mask, framed and augmented as its target; all ones when it has none.
+
+        What framing and augmentation bring in from outside the stored image counts, as in a row without a mask
+        (the mask is inverted around them, so that their black padding becomes white).
+        """
+        if self.dataset[row][self.spec.loss_mask] is None:
+            return torch.ones(1, self.resolution, self.resolution)
+        ignored = 1.0 - self._pixels(row, self.spec.loss_mask)
+        return (1 - self._square(ignored, framing, matrix)[:1]) / 2
+
     def _native_ridges(self, row: int) -> bool:
         return int(self.labels["modality"][row]) in self.native_ridge_modality_ids
 
@@ -309,6 +337,8 @@ class PairedFFADataset(torch.utils.data.Dataset):
             "partner_modality": 0,
             "has_partner": False,
         }
+        if self.spec.loss_mask is not None:
+            item["loss_mask"] = self._loss_mask(row, framing, matrix)
         if self.partners[row]:
             other = int(rng.choice(self.partners[row]))
             partner = self._pixels(other, self.spec.source)

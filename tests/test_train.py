@@ -327,3 +327,82 @@ def test_a_folder_without_a_train_split_is_named(phantom_dir, tmp_path):
     with pytest.raises(ValueError, match=r"held_out: no 'train' split to train on; its splits: \['test'\]"):
         train_ffa.main(["--model_config", "tiny", *phantom_args(phantom_dir, tmp_path / "out", "--max_train_steps",
                                                                 "1")[2:], "--train_data_dir", str(held_out)])
+
+
+def _with_loss_masks(phantom_dir: Path, tmp_path: Path, mask_of) -> Path:
+    """The phantom with a `loss_mask` column: `mask_of(row)` -> the row's mask image."""
+    from datasets import Image
+
+    def add(dataset):
+        masks = [Image().encode_example(np.asarray(mask_of(row))) for row in dataset]
+        return dataset.add_column("loss_mask", masks, feature=Image())
+
+    return _rewritten(phantom_dir, tmp_path, add)
+
+
+def test_loss_mask_is_framed_and_augmented_as_the_target(phantom_dir, tmp_path):
+    from ffa_pipeline.data import ColumnSpec, PairedFFADataset, resolve_labels
+
+    # the mask: the target inverted; what framing and rotation bring in counts (white), where the target is black
+    data = _with_loss_masks(phantom_dir, tmp_path, lambda row: 255 - np.asarray(row["ffa_early"].convert("L")))
+    train = load_dataset(str(data))["train"]
+    spec = ColumnSpec.from_flags("source_image", "ffa_early", "ffa_early_seconds", "modality", "disease", None,
+                                 "loss_mask")
+    labels = resolve_labels(train, spec, ["cfp", "oct", "uwf_slo"], ["normal", "diabetic_retinopathy"],
+                            {"early": 30.0})
+    dataset = PairedFFADataset(train, spec, labels, resolution=32, random_flip=True, random_rotation=10,
+                               random_scale=0.1)
+    for row in range(len(dataset)):
+        item = dataset[row]
+        assert item["loss_mask"].shape == (1, 32, 32)
+        torch.testing.assert_close(item["loss_mask"][0], (1 - item["target"][0]) / 2)
+
+
+def test_masked_loss_is_the_mean_error_over_the_mask(tiny_pipe):
+    """Per sample: the two halves' masked losses average to the unmasked loss; an all-black mask gives 0."""
+    from argparse import Namespace
+
+    from diffusers import DDPMScheduler
+
+    latent = tiny_pipe.vae.config.latent_channels
+    side = tiny_pipe.default_resolution // tiny_pipe.vae_scale_factor
+    batch = {"target": torch.randn(1, latent, side, side), "source": torch.randn(1, latent, side, side),
+             "partner": torch.zeros(1, latent, side, side), "modality": torch.tensor([0]),
+             "disease": torch.tensor([0]), "phase_seconds": torch.tensor([30.0]), "has_partner": torch.tensor([False]),
+             "partner_modality": torch.tensor([0])}
+    models = {"unet": tiny_pipe.unet, "condition_encoder": tiny_pipe.condition_encoder,
+              "disease_embedding": tiny_pipe.disease_embedding}
+    args = Namespace(noise_offset=0.0, conditioning_dropout_prob=0.0, alignment_loss_weight=0.0, snr_gamma=None)
+    scheduler = DDPMScheduler.from_config(tiny_pipe.scheduler.config)
+
+    def loss(mask: torch.Tensor | None) -> float:
+        masked = batch if mask is None else {**batch, "loss_mask": mask[None, None]}
+        with torch.no_grad():
+            return train_ffa.training_loss(masked, tiny_pipe, models, scheduler, args, torch.Generator().manual_seed(0),
+                                           cached=True)[0].item()
+
+    left = torch.zeros(2 * side, 2 * side)  # the mask at twice the latents' size, as pixels are
+    left[:, :side] = 1
+    assert loss(left) != pytest.approx(loss(1 - left))
+    assert (loss(left) + loss(1 - left)) / 2 == pytest.approx(loss(None), rel=1e-5)
+    assert loss(torch.zeros(2 * side, 2 * side)) == 0.0
+
+
+def test_a_loss_mask_column_trains_beside_folders_without_it(phantom_dir, tmp_path):
+    """All-white masks train exactly as no mask; a folder without the column trains beside one with it (every pixel
+    counts there); a column that no folder has is named."""
+    def run(name: str, *folders: Path, mask: bool = True) -> list[float]:
+        flags = ["--loss_mask_column", "loss_mask"] if mask else []
+        train_ffa.main(["--model_config", "tiny", *phantom_args(phantom_dir, tmp_path / name, "--max_train_steps",
+                                                                "2")[2:], "--train_data_dir", *map(str, folders),
+                        "--cache_latents", *flags])
+        return losses(tmp_path / name)
+
+    side = load_dataset(str(phantom_dir))["train"][0]["source_image"].size[0]
+    white = _with_loss_masks(phantom_dir, tmp_path / "white", lambda row: np.full((side, side), 255, np.uint8))
+    assert np.allclose(run("white", white), run("plain", phantom_dir, mask=False), rtol=1e-5)
+    mixed = run("mixed", white, phantom_dir)
+    assert len(mixed) == 2 and np.isfinite(mixed).all()
+    with pytest.raises(ValueError, match=r"--loss_mask_column 'loss_mask' is not a column of any dataset; columns: "
+                                         r"\[.*'source_image'"):
+        run("none", phantom_dir)

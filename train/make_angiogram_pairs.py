@@ -25,7 +25,10 @@ Layouts of `--input` (`--layout`):
   vessels reaching the periphery. (Trained on the angiograms as `cfp` or as posterior-pole angiograms relabelled
   `uwf_slo`, the model drew thick posterior-pole vessels over the whole UWF field.) With `--real_slo_source` the
   source is the eye's real SLO instead (framed the same way, as acquired: not pixel-aligned with the angiogram), so
-  that a model also sees what a real SLO looks like; the vessel mask is still the angiogram's. The foveal pit is
+  that a model also sees what a real SLO looks like; the vessel mask is still the angiogram's, and a `loss_mask`
+  column marks where the pair does agree: outside the angiogram's retinal field (`outside_retina`), under the SLO's
+  eyelids and lashes, where the angiogram is black (`train/train_ffa.py --loss_mask_column loss_mask` trains only
+  there). The foveal pit is
   drawn at an SLO's scale where the eye's early frame has its fovea. With `--lid_draws N` each angiogram is
   rendered N times, each seen between its own random eyelids (`with_lids`, `--lid_style`).
 
@@ -33,8 +36,9 @@ Output: the phantom's wide layout, so `train/train_ffa.py` reads both with the s
 them (`--train_data_dir data/phantom-train data/angiogram-pairs`): `eye_id`, `modality` (`cfp`; `uwf_slo` for
 `uwf_triplets`), `source_image`, `ffa_<phase>` and `ffa_<phase>_seconds` for `--phases` (only the angiogram's own
 phase is filled, the others are empty), `vessel_mask` (0/255: the vessels drawn into the photo, from the
-angiogram's ridge map, not a manual tracing; for the vessel AUC of `train/evaluate.py`), `disease`, `source_path`.
-An image seen twice (same pixels) is kept once. `--split test` gives held-out pairs for `train/evaluate.py`.
+angiogram's ridge map, not a manual tracing; for the vessel AUC of `train/evaluate.py`), `disease`, `source_path`
+(and `loss_mask`, 0/255, with `--real_slo_source`). An image seen twice (same pixels) is kept once. `--split test`
+gives held-out pairs for `train/evaluate.py`.
 """
 
 from __future__ import annotations
@@ -97,6 +101,9 @@ LID_WINDOW = ((0.38, 0.48), (0.36, 0.46))
 # The "slo" style's window (`with_lids`): wide, so the lids cover mostly what lies outside the angiogram's own field.
 SLO_LID_WINDOW = ((0.42, 0.52), (0.40, 0.50))
 LID_STYLES = ("slo", "phantom")
+# `outside_retina`: the retinal field is brighter than 0.6 x the Otsu level between it and the black around it (the
+# Otsu level alone cut off the dim peripheral retina of the train eyes, by eye, 2026-12-01), plus a 2 % margin.
+RETINA_LEVEL, RETINA_MARGIN = 0.6, 0.02
 
 
 def photo_from_angiogram(angiogram: np.ndarray, layout: Layout = LAYOUTS["ffa_real"],
@@ -207,12 +214,36 @@ def load_angiogram(path: Path, layout: str, resolution: int) -> tuple[np.ndarray
     return angiogram, processor.apply_framing(slo, framing, resolution)
 
 
-def features(phases: list[str]) -> Features:
+def features(phases: list[str], loss_mask: bool = False) -> Features:
     columns = {"eye_id": Value("string"), "modality": Value("string"), "source_image": Image()}
     for phase in phases:
         columns[f"ffa_{phase}"] = Image()
         columns[f"ffa_{phase}_seconds"] = Value("float32")
-    return Features({**columns, "vessel_mask": Image(), "disease": Value("string"), "source_path": Value("string")})
+    columns.update(vessel_mask=Image(), disease=Value("string"), source_path=Value("string"))
+    return Features({**columns, "loss_mask": Image()} if loss_mask else columns)
+
+
+def outside_retina(angiogram: np.ndarray, slo: np.ndarray) -> np.ndarray:
+    """HxW bool: the SLO's field outside the angiogram's retinal field, a margin away from it (ours).
+
+    A real SLO and its angiogram are not pixel-aligned, so on the retina they disagree about where each vessel
+    is; a model trained there draws a dim blur (experiments/results/real_slo_probe.md). Outside the retina they
+    agree: the SLO shows eyelids and lashes, the angiogram black. The retinal field is the convex hull of the
+    angiogram's largest region brighter than RETINA_LEVEL x its Otsu level (smoothed over 1 % of the side), which
+    keeps the dim peripheral retina; RETINA_MARGIN x the side around it is left out as well.
+    """
+    size = angiogram.shape[0]
+    smooth = cv2.GaussianBlur(angiogram, (0, 0), 0.01 * size)
+    otsu, _ = cv2.threshold(smooth, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats((smooth > RETINA_LEVEL * otsu).astype(np.uint8))
+    retina = np.zeros((size, size), np.uint8)
+    if count > 1:
+        largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+        points = np.argwhere(labels == largest)[:, ::-1].astype(np.int32)
+        cv2.fillConvexPoly(retina, cv2.convexHull(points), 1)
+    reach = 2 * round(RETINA_MARGIN * size) + 1
+    retina = cv2.dilate(retina, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (reach, reach)))
+    return (slo.max(axis=2) > 0.02) & (retina == 0)
 
 
 def make_rows(found: list[tuple[Path, str, str]], phases: list[str], resolution: int,
@@ -237,8 +268,10 @@ def make_rows(found: list[tuple[Path, str, str]], phases: list[str], resolution:
                                                                                          resolution)[0]
             early = earlies[early_path]
         photo, vessels = photo_from_angiogram(angiogram, drawing, fovea_angiogram=early)
+        extra = {}
         if real_slo_source:
             photo = slo
+            extra["loss_mask"] = PIL.Image.fromarray(outside_retina(angiogram, slo).astype(np.uint8) * 255)
         eye_id = f"ffa_real/{digest[:12]}" if layout == "ffa_real" else f"uwf_slo_ffa/{uwf_eye(path)}"
         for draw in range(max(lid_draws, 1)):
             source, target, mask = photo, angiogram, vessels
@@ -248,7 +281,7 @@ def make_rows(found: list[tuple[Path, str, str]], phases: list[str], resolution:
             row = {"eye_id": eye_id, "modality": drawing.modality,
                    "source_image": PIL.Image.fromarray((source * 255).round().astype(np.uint8)),
                    "vessel_mask": PIL.Image.fromarray(mask.astype(np.uint8) * 255),
-                   "disease": disease, "source_path": path.relative_to(root).as_posix()}
+                   "disease": disease, "source_path": path.relative_to(root).as_posix(), **extra}
             for name in phases:
                 own = name == phase
                 row[f"ffa_{name}"] = PIL.Image.fromarray(target) if own else None
@@ -400,7 +433,7 @@ def main(argv: list[str] | None = None) -> None:
     rows, duplicates = make_rows(found, args.phases, args.resolution, args.input, args.layout, args.real_slo_source,
                                  foveal_pit=not args.no_foveal_pit, lid_draws=args.lid_draws,
                                  lid_style=args.lid_style)
-    files = write_parquet_splits({args.split: rows}, features(args.phases), args.output_dir)
+    files = write_parquet_splits({args.split: rows}, features(args.phases, args.real_slo_source), args.output_dir)
     write_card(args, files, rows)
     print(f"{len(rows)} pairs ({duplicates} duplicate images left out) -> {args.output_dir / files[args.split]}")
 

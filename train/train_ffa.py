@@ -49,6 +49,7 @@ from ffa_pipeline.data import (
     decode_image,
     load_dataset_fresh,
     resolve_labels,
+    with_loss_mask_column,
 )
 from ffa_pipeline.image_processing import INPUT_REPRESENTATIONS
 from ffa_pipeline.model_config import build_pipeline
@@ -88,6 +89,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     data.add_argument("--modality", default=None, help="The modality of every row when there is no column.")
     data.add_argument("--disease_column", default="disease", help="Empty string: every row is 'unknown'.")
     data.add_argument("--eye_id_column", default=None, help="Groups rows of one eye, for --alignment_loss_weight.")
+    data.add_argument("--loss_mask_column", default=None,
+                      help="An image column (white: the pixels whose loss counts), e.g. the loss_mask of "
+                           "make_angiogram_pairs.py --real_slo_source; rows and folders without one count every "
+                           "pixel.")
     data.add_argument("--max_train_samples", type=int, default=None, help="The first N rows of each folder.")
     data.add_argument("--resolution", type=int, default=None, help="Default: the model's own resolution.")
     data.add_argument("--random_flip", action="store_true")
@@ -196,7 +201,8 @@ def load_starting_pipeline(args: argparse.Namespace) -> FFADiffusionPipeline:
 def load_data(args: argparse.Namespace, pipe: FFADiffusionPipeline, resolution: int) -> PairedFFADataset:
     """The HF dataset, its columns checked and its labels resolved against the model's own vocabulary."""
     spec = ColumnSpec.from_flags(args.source_image_column, args.target_image_column, args.phase_column,
-                                 args.modality_column, args.disease_column, args.eye_id_column)
+                                 args.modality_column, args.disease_column, args.eye_id_column,
+                                 args.loss_mask_column)
     sources = [args.dataset_name] if args.dataset_name is not None else args.train_data_dir
     parts = []
     for source in sources:
@@ -206,6 +212,7 @@ def load_data(args: argparse.Namespace, pipe: FFADiffusionPipeline, resolution: 
         parts.append(splits["train"])
     if args.max_train_samples is not None:
         parts = [part.select(range(min(args.max_train_samples, len(part)))) for part in parts]
+    parts = with_loss_mask_column(parts, spec)
     for source, part in zip(sources, parts):
         try:
             check_columns(part, spec)
@@ -245,6 +252,9 @@ class CachedLatents(torch.utils.data.Dataset):
                 sources = torch.stack([first["source"], first["partner"]])
                 source, partner = encode(vae, sources.to(vae.device, vae.dtype), sample=False)
                 targets = encode(vae, torch.stack([item["target"] for item in items]).to(vae.device), sample=True)
+                if "loss_mask" in first:  # kept at the latents' size, as training_loss uses it
+                    first["loss_mask"] = F.interpolate(first["loss_mask"][None], size=targets.shape[-2:],
+                                                       mode="area")[0]
                 self.rows.append({**first, "source": source, "partner": partner, "targets": targets,
                                   "phases": torch.tensor([item["phase_seconds"] for item in items])})
 
@@ -344,13 +354,18 @@ def training_loss(batch: dict, pipe: FFADiffusionPipeline, models: dict, noise_s
         target = noise_scheduler.get_velocity(target_latents, noise, timesteps)
     else:
         target = noise
+    errors = F.mse_loss(prediction.float(), target.float(), reduction="none")
+    if "loss_mask" in batch:  # each sample's mean error over its masked latent pixels
+        mask = F.interpolate(batch["loss_mask"].float(), size=errors.shape[-2:], mode="area").expand_as(errors)
+        per_sample = (errors * mask).sum(dim=(1, 2, 3)) / mask.sum(dim=(1, 2, 3)).clamp_min(1e-6)
+    else:
+        per_sample = errors.mean(dim=(1, 2, 3))
     if args.snr_gamma is None:
-        loss = F.mse_loss(prediction.float(), target.float())
+        loss = per_sample.mean()
     else:
         snr = compute_snr(noise_scheduler, timesteps)
         weights = torch.stack([snr, args.snr_gamma * torch.ones_like(snr)], dim=1).min(dim=1)[0]
         weights = weights / snr if noise_scheduler.config.prediction_type == "epsilon" else weights / (snr + 1)
-        per_sample = F.mse_loss(prediction.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
         loss = (per_sample * weights).mean()
     logs = {"diffusion_loss": loss.detach().item()}
 
