@@ -38,7 +38,12 @@ beside ours). Every input is framed by the pipeline's own processor, and the che
   ("input_ridges_vessel_auc_vs_real"): a model that copied the SLO's vessels exactly would score about that;
 * eyelids (UWF inputs): mean output under the SLO's eyelids (bright, green over red: G > 1.3 R and G > 0.3) / mean
   output in the rest of the field ("lid_brightness"; < 1: dark, as lids are in a real angiogram), and the same
-  for the real angiogram framed as the input ("lid_brightness_real"; roughly aligned, and the lids are large);
+  for the real angiogram framed as the input ("lid_brightness_real"; roughly aligned, and the lids are large).
+  That colour rule also takes green patches of the retina for lids, so the same is given for the SLO's field
+  outside the real angiogram's retinal field (where the SLO shows lids and lashes: the region whose loss
+  `train_ffa.py --loss_mask_column` trains on real SLO pairs) against inside it ("outside_retina_brightness", and
+  "_real" for the real angiogram). The field is `retinal_field` of the mean of the eye's early and late frames: the
+  early frame alone understates it (its peripheral retina is still dim) and a dim late frame can hide its edge;
 * UWF fovea on registered pairs (when `data/uwf-registered` is there: `experiments/real_uwf.sh` builds it; the test
   eyes whose SLO and angiogram `ffa_pipeline/registration.py` could register, 10 and 8): the output's own fovea
   against the registered early angiogram's (`find_fovea`, UWF radius), its distance as a fraction of the frame and
@@ -62,7 +67,7 @@ import PIL.Image
 import torch
 
 from ffa_pipeline import load_default_pipeline
-from ffa_pipeline.anatomy import FOVEA_RADIUS, disc_at, find_fovea, fovea_distance, fovea_of
+from ffa_pipeline.anatomy import FOVEA_RADIUS, disc_at, find_fovea, fovea_distance, fovea_of, retinal_field
 from ffa_pipeline.data import load_dataset_fresh
 from ffa_pipeline.image_processing import RIDGE_SIGMAS
 from ffa_pipeline.metrics import vessel_auc
@@ -133,14 +138,20 @@ def anatomy_checks(source: np.ndarray, output: np.ndarray, field: np.ndarray, fi
             "disc_offset": float(np.hypot(*np.subtract(disc_in, disc_out)) / side), **fine}
 
 
-def lid_checks(source: np.ndarray, output: np.ndarray, real: np.ndarray, field: np.ndarray) -> dict[str, float]:
-    """The eyelid check of the module docstring, for one framed SLO (HxWx3), output and real angiogram (HxW)."""
+def lid_checks(source: np.ndarray, output: np.ndarray, real: np.ndarray, field: np.ndarray,
+               retina: np.ndarray) -> dict[str, float]:
+    """The eyelid check of the module docstring, for one framed SLO (HxWx3), output and real angiogram (HxW);
+    `retina`: the eye's retinal field (HxW bool)."""
     red, green = source[..., 0], source[..., 1]
     lids = (green > 1.3 * red) & (green > 0.3) & field
     rest = field & ~lids
+    outside, inside = field & ~retina, field & retina
     return {"lid_fraction": float(lids.sum() / field.sum()),
             "lid_brightness": float(output[lids].mean() / output[rest].mean()),
-            "lid_brightness_real": float(real[lids].mean() / real[rest].mean())}
+            "lid_brightness_real": float(real[lids].mean() / real[rest].mean()),
+            "outside_retina_fraction": float(outside.sum() / field.sum()),
+            "outside_retina_brightness": float(output[outside].mean() / output[inside].mean()),
+            "outside_retina_brightness_real": float(real[outside].mean() / real[inside].mean())}
 
 
 def real_field(real: np.ndarray, field: np.ndarray) -> np.ndarray:
@@ -250,6 +261,7 @@ def main() -> None:
         if reals:
             early = reals["early"].mean(axis=2)
             real_fovea = fovea_of(early, real_field(early, field), radius)
+            retina = retinal_field(np.mean([real.mean(axis=2) for real in reals.values()], axis=0))
         for phase in ("early", "late"):
             output = pipe(rgb, modality=case["modality"], phase=phase, output_type="np",
                           num_inference_steps=args.num_inference_steps, image_guidance_scale=args.image_guidance_scale,
@@ -258,7 +270,7 @@ def main() -> None:
             if phase in reals:
                 real = reals[phase].mean(axis=2)
                 report[case["name"]][phase].update(real_angiogram_checks(real, source, output, field, real_fovea))
-                report[case["name"]][phase].update(lid_checks(source, output, real, field))
+                report[case["name"]][phase].update(lid_checks(source, output, real, field, retina))
             tiles.append(np.repeat(output[..., None], 3, axis=2))
         tiles += [reals.get(phase, np.zeros_like(source)) for phase in ("early", "late")]
         rows.append(np.concatenate(tiles, axis=1))

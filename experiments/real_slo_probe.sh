@@ -1,19 +1,23 @@
 #!/usr/bin/env bash
 # Do the real train SLO-angiogram pairs in the default model's own fine-tune make it draw a real SLO's lids dark?
 # (The LoRA of Experiment 3, trained on those 8 pairs alone, does; the default model draws them as bright as the
-# retina.) Three fine-tunes of the shipped model (step 3i) with the recipe and data of experiments/train_default.sh
+# retina.) Four fine-tunes of the model of step 3i with the recipe and data of experiments/train_default.sh
 # step 3i, each followed by the real-photo check and the paired metrics on the 3 held-out test triplets (as
 # experiments/real_uwf.sh evaluates them); the first two 300 steps long:
 #   "real SLO": + the 8 real train pairs of ../shared/data/uwf_slo_ffa (early + late) with the eyes' real SLOs as
 #               sources (make_angiogram_pairs.py --real_slo_source, as acquired: not pixel-aligned), listed 3 times;
 #   "control":  the same without them, so that what 300 more steps do by themselves is seen apart;
 #   "real SLO x10": the real pairs listed 10 times, over the full 700 steps of step 3i;
-#   "real SLO x10, lids only": the same, with the real pairs' loss only outside the angiogram's retinal field
-#               (--loss_mask_column loss_mask: the SLO's lids and lashes, where the angiogram is black).
+#   "real SLO x10, outside the retina only": the same, with the real pairs' loss only outside the angiogram's
+#               retinal field (--loss_mask_column loss_mask: the SLO's lids, lashes and the black around its image,
+#               where the angiogram is black); shipped as step 3j of train_default.sh. (Its first version, at commit
+#               f6e489f, left the black around the image out of the mask: experiments/results/real_slo_probe.md.)
 # About 30 min each on the 2-core CPU (22 min caching latents + 6-7 min training), 40 min for the last two.
 # Results: README, "The default model", and experiments/results/real_slo_probe.md.
 set -euo pipefail
-MODEL=${MODEL:-assets/ffa-default}
+# The model of step 3i, shipped in assets/ffa-default until commit 2d58a31 (step 3j is the last run below).
+MODEL=${MODEL:-runs/ffa-default-3i}
+[ -d "$MODEL" ] || { mkdir -p "$MODEL" && git archive 2d58a31 assets/ffa-default | tar -x --strip-components=2 -C "$MODEL"; }
 OUT=${OUT:-runs}
 UWF=../shared/data/uwf_slo_ffa
 A=data/angiogram-pairs-pit L=data/uwf-angiogram-pairs-slolids-768 S=data/uwf-slo-pairs-768
@@ -43,8 +47,8 @@ python train/train_ffa.py --pretrained_ffa_model "$MODEL" \
   --train_data_dir "${STEP_3I[@]}" $S $S $S $S $S $S $S $S $S $S "${FINE_TUNE[@]}" --output_dir "$OUT/probe-realslo10"
 python train/train_ffa.py --pretrained_ffa_model "$MODEL" \
   --train_data_dir "${STEP_3I[@]}" $S $S $S $S $S $S $S $S $S $S "${FINE_TUNE[@]}" --loss_mask_column loss_mask \
-  --output_dir "$OUT/probe-realslo10-lidmask"
-for RUN in "$MODEL" "$OUT/probe-realslo" "$OUT/probe-control" "$OUT/probe-realslo10" "$OUT/probe-realslo10-lidmask"; do
+  --output_dir "$OUT/probe-realslo10-outside"
+for RUN in "$MODEL" "$OUT/probe-realslo" "$OUT/probe-control" "$OUT/probe-realslo10" "$OUT/probe-realslo10-outside"; do
   NAME=$(basename "$RUN")
   python experiments/real_photo_check.py --model "$RUN" --output_dir "$OUT/real-slo-probe/$NAME"
   for DATA in registered as-acquired; do

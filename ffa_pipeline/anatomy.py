@@ -1,8 +1,10 @@
-"""Where the fovea is in a photo or an angiogram, and how dark it is against its surround.
+"""Where the fovea is in a photo or an angiogram, how dark it is against its surround, and where an angiogram's
+retina ends.
 
 Ours (not a library's): used to check that a synthetic angiogram has its fovea where the input has it
-(`experiments/real_photo_check.py`, `experiments/phantom_realism.py`) and to draw a photo's foveal pit into the
-sources rendered from real angiograms (`train/make_angiogram_pairs.py`).
+(`experiments/real_photo_check.py`, `experiments/phantom_realism.py`), to draw a photo's foveal pit into the
+sources rendered from real angiograms, and to find where a real SLO and its angiogram agree
+(`train/make_angiogram_pairs.py`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ import numpy as np
 # that in a 200 degree ultra-widefield image (measured on the UWF test angiograms: 3-5 px of 256). The phantom's
 # OCT en-face images are measured as photos.
 FOVEA_RADIUS = {"cfp": 0.05, "oct": 0.05, "uwf_slo": 0.015}
+# `retinal_field`: brighter than 0.6 x the Otsu level between the retina and the dark around it (the Otsu level alone
+# cut off the dim peripheral retina of the UWF train angiograms, by eye, 2026-12-01), plus a margin of 0.02 x the side.
+RETINA_LEVEL, RETINA_MARGIN = 0.6, 0.02
 
 
 class Fovea(NamedTuple):
@@ -64,3 +69,24 @@ def fovea_of(grey: np.ndarray, field: np.ndarray, radius: float = FOVEA_RADIUS["
 def fovea_distance(a: Fovea, b: Fovea) -> float:
     """Distance between two foveae in pixels."""
     return float(np.hypot(a.y - b.y, a.x - b.x))
+
+
+def retinal_field(angiogram: np.ndarray) -> np.ndarray:
+    """HxW bool: a square angiogram's retinal field (uint8 or float in [0, 1]), with a margin of RETINA_MARGIN x the
+    side; outside it lie the eyelids, lashes and black surround of an ultra-widefield frame.
+
+    The convex hull of the largest region brighter than RETINA_LEVEL x the image's Otsu level, both after a blur of
+    0.01 x the side, which keeps the dim peripheral retina and the label box inside the field.
+    """
+    side = angiogram.shape[0]
+    grey = angiogram if angiogram.dtype == np.uint8 else (np.clip(angiogram, 0, 1) * 255).round().astype(np.uint8)
+    smooth = cv2.GaussianBlur(grey, (0, 0), 0.01 * side)
+    otsu, _ = cv2.threshold(smooth, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats((smooth > RETINA_LEVEL * otsu).astype(np.uint8))
+    field = np.zeros(grey.shape, np.uint8)
+    if count > 1:
+        largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+        points = np.argwhere(labels == largest)[:, ::-1].astype(np.int32)
+        cv2.fillConvexPoly(field, cv2.convexHull(points), 1)
+    reach = 2 * round(RETINA_MARGIN * side) + 1
+    return cv2.dilate(field, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (reach, reach))).astype(bool)

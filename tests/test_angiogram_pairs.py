@@ -9,6 +9,7 @@ import numpy as np
 import PIL.Image
 import pytest
 
+from ffa_pipeline.anatomy import RETINA_MARGIN, retinal_field
 from ffa_pipeline.data import load_dataset_fresh
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -133,21 +134,20 @@ def test_real_slo_source_pairs_each_angiogram_with_its_eyes_real_slo(tmp_path):
     photo = np.asarray(rows[0]["source_image"]).astype(int)
     assert tuple(photo[90, 100]) == (110, 120, 0) and photo[:20].max() == 0  # the SLO's pixels, framed
     assert np.asarray(rows[0]["vessel_mask"])[123, 40:216].mean() > 0  # still the angiogram's vessels
-    assert np.asarray(rows[0]["loss_mask"])[30:226].max() == 0  # the angiogram's field fills the SLO's
+    mask = np.asarray(rows[0]["loss_mask"])
+    assert mask[30:226].max() == 0 and mask[:15].min() == 255  # only the black around the image: no retina there
 
 
-def test_the_loss_mask_of_a_real_slo_pair_is_the_slos_field_outside_the_angiograms_retina():
-    slo = np.zeros((SIDE, SIDE, 3), np.float32)
-    slo[8:120, :, :2] = 0.5  # the SLO: lids and retina, black above and below
+def test_the_loss_mask_of_a_real_slo_pair_is_what_lies_outside_the_angiograms_retina():
     yy, xx = np.mgrid[:SIDE, :SIDE]
     angiogram = np.where((yy - 64) ** 2 + (xx - 64) ** 2 < 40**2, 120, 12).astype(np.uint8)  # a dim lid around
     angiogram[64, 30:100] = 250  # a vessel
-    mask = make_angiogram_pairs.outside_retina(angiogram, slo)
-    reach = 40 + make_angiogram_pairs.RETINA_MARGIN * SIDE
+    mask = make_angiogram_pairs.loss_mask(angiogram) == 255
+    reach = 40 + RETINA_MARGIN * SIDE
     outside = (yy - 64) ** 2 + (xx - 64) ** 2 > (reach + 3) ** 2  # the smoothing widens the field a little
     inside = (yy - 64) ** 2 + (xx - 64) ** 2 < (reach - 1.5) ** 2
-    assert mask[outside & (slo[..., 0] > 0)].all() and not mask[inside].any()
-    assert not mask[:8].any() and not mask[120:].any()  # nothing where the SLO has no image
+    assert mask[outside].all() and not mask[inside].any()
+    assert (retinal_field(angiogram / 255.0) == retinal_field(angiogram)).all()  # float or uint8 alike
 
 
 def test_real_slo_source_needs_the_uwf_layout(tmp_path, capsys):

@@ -26,9 +26,9 @@ Layouts of `--input` (`--layout`):
   `uwf_slo`, the model drew thick posterior-pole vessels over the whole UWF field.) With `--real_slo_source` the
   source is the eye's real SLO instead (framed the same way, as acquired: not pixel-aligned with the angiogram), so
   that a model also sees what a real SLO looks like; the vessel mask is still the angiogram's, and a `loss_mask`
-  column marks where the pair does agree: outside the angiogram's retinal field (`outside_retina`), under the SLO's
-  eyelids and lashes, where the angiogram is black (`train/train_ffa.py --loss_mask_column loss_mask` trains only
-  there). The foveal pit is
+  column marks where the pair does agree: outside the angiogram's retinal field (`loss_mask`: the SLO's eyelids and
+  lashes, and the black around its image), where the angiogram is black (`train/train_ffa.py --loss_mask_column
+  loss_mask` trains only there). The foveal pit is
   drawn at an SLO's scale where the eye's early frame has its fovea. With `--lid_draws N` each angiogram is
   rendered N times, each seen between its own random eyelids (`with_lids`, `--lid_style`).
 
@@ -57,7 +57,7 @@ import numpy as np
 import PIL.Image
 from datasets import Features, Image, Value
 
-from ffa_pipeline.anatomy import FOVEA_RADIUS, find_fovea
+from ffa_pipeline.anatomy import FOVEA_RADIUS, find_fovea, retinal_field
 from ffa_pipeline.data import write_parquet_splits
 from ffa_pipeline.image_processing import FFAImageProcessor, vessel_map
 from ffa_pipeline.phantom.imaging import uwf_view
@@ -101,9 +101,6 @@ LID_WINDOW = ((0.38, 0.48), (0.36, 0.46))
 # The "slo" style's window (`with_lids`): wide, so the lids cover mostly what lies outside the angiogram's own field.
 SLO_LID_WINDOW = ((0.42, 0.52), (0.40, 0.50))
 LID_STYLES = ("slo", "phantom")
-# `outside_retina`: the retinal field is brighter than 0.6 x the Otsu level between it and the black around it (the
-# Otsu level alone cut off the dim peripheral retina of the train eyes, by eye, 2026-12-01), plus a 2 % margin.
-RETINA_LEVEL, RETINA_MARGIN = 0.6, 0.02
 
 
 def photo_from_angiogram(angiogram: np.ndarray, layout: Layout = LAYOUTS["ffa_real"],
@@ -223,27 +220,16 @@ def features(phases: list[str], loss_mask: bool = False) -> Features:
     return Features({**columns, "loss_mask": Image()} if loss_mask else columns)
 
 
-def outside_retina(angiogram: np.ndarray, slo: np.ndarray) -> np.ndarray:
-    """HxW bool: the SLO's field outside the angiogram's retinal field, a margin away from it (ours).
+def loss_mask(angiogram: np.ndarray) -> np.ndarray:
+    """HxW uint8, 255 where a real SLO and its angiogram (framed alike) agree: outside the angiogram's retinal field
+    (`retinal_field`, with its margin), where the SLO shows eyelids and lashes, or the black around its image, and
+    the angiogram is black.
 
-    A real SLO and its angiogram are not pixel-aligned, so on the retina they disagree about where each vessel
-    is; a model trained there draws a dim blur (experiments/results/real_slo_probe.md). Outside the retina they
-    agree: the SLO shows eyelids and lashes, the angiogram black. The retinal field is the convex hull of the
-    angiogram's largest region brighter than RETINA_LEVEL x its Otsu level (smoothed over 1 % of the side), which
-    keeps the dim peripheral retina; RETINA_MARGIN x the side around it is left out as well.
+    They are not pixel-aligned, so on the retina they disagree about where each vessel is, and a model trained there
+    draws a dim blur (experiments/results/real_slo_probe.md). The black around the image counts too: left out
+    (commit f6e489f), the model drew bright clouds there on the real test SLOs.
     """
-    size = angiogram.shape[0]
-    smooth = cv2.GaussianBlur(angiogram, (0, 0), 0.01 * size)
-    otsu, _ = cv2.threshold(smooth, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    count, labels, stats, _ = cv2.connectedComponentsWithStats((smooth > RETINA_LEVEL * otsu).astype(np.uint8))
-    retina = np.zeros((size, size), np.uint8)
-    if count > 1:
-        largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
-        points = np.argwhere(labels == largest)[:, ::-1].astype(np.int32)
-        cv2.fillConvexPoly(retina, cv2.convexHull(points), 1)
-    reach = 2 * round(RETINA_MARGIN * size) + 1
-    retina = cv2.dilate(retina, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (reach, reach)))
-    return (slo.max(axis=2) > 0.02) & (retina == 0)
+    return (~retinal_field(angiogram)).astype(np.uint8) * 255
 
 
 def make_rows(found: list[tuple[Path, str, str]], phases: list[str], resolution: int,
@@ -271,7 +257,7 @@ def make_rows(found: list[tuple[Path, str, str]], phases: list[str], resolution:
         extra = {}
         if real_slo_source:
             photo = slo
-            extra["loss_mask"] = PIL.Image.fromarray(outside_retina(angiogram, slo).astype(np.uint8) * 255)
+            extra["loss_mask"] = PIL.Image.fromarray(loss_mask(angiogram))
         eye_id = f"ffa_real/{digest[:12]}" if layout == "ffa_real" else f"uwf_slo_ffa/{uwf_eye(path)}"
         for draw in range(max(lid_draws, 1)):
             source, target, mask = photo, angiogram, vessels
