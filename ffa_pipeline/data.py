@@ -302,9 +302,10 @@ class PairedFFADataset(torch.utils.data.Dataset):
         What framing and augmentation bring in from outside the stored image counts, as in a row without a mask
         (the mask is inverted around them, so that their black padding becomes white).
         """
-        if self.dataset[row][self.spec.loss_mask] is None:
+        cell = self.dataset[row][self.spec.loss_mask]
+        if cell is None:
             return torch.ones(1, self.resolution, self.resolution)
-        ignored = 1.0 - self._pixels(row, self.spec.loss_mask)
+        ignored = 1.0 - decode_image(cell, row, self.spec.loss_mask)
         return (1 - self._square(ignored, framing, matrix)[:1]) / 2
 
     def _native_ridges(self, row: int) -> bool:
