@@ -4,7 +4,8 @@
 
 Inputs: the CC0 colour fundus photo of scikit-image (`assets/examples/retina_skimage_cc0.png`) and, when
 `../shared/data/uwf_slo_ffa` is there, the real ultra-widefield SLO test images (their real angiograms are shown
-beside ours). Every input is framed by the pipeline's own processor, and the checks run in that 256 px frame:
+beside ours). Every input is framed by the pipeline's own processor, and the checks run in that 256 px frame (an
+output that the checkpoint draws at a larger side for its modality, `pipe.resolution_for`, is shrunk to it):
 
 * vessel agreement: AUC of the output's grey level as a detector of the input's vessels (the top 12 % of the
   input's dark-ridge map inside the field of view; the same metric as `train/evaluate.py`), and the same AUC
@@ -195,7 +196,8 @@ def moved_disc_offsets(pipe, rgb: np.ndarray, modality: str, seed: int, **settin
         offsets[name] = {}
         for phase in ("early", "late"):
             output = pipe(moved, modality=modality, phase=phase, output_type="np",
-                          generator=torch.Generator().manual_seed(seed), **settings).images[0, ..., 0]
+                          generator=torch.Generator().manual_seed(seed), output_size=(resolution, resolution),
+                          **settings).images[0, ..., 0]
             disc_in, disc_out = brightest_point(source.mean(axis=2), field), brightest_point(output, field)
             offsets[name][phase] = float(np.hypot(*np.subtract(disc_in, disc_out)) / resolution)
     return offsets
@@ -219,7 +221,8 @@ def registered_uwf_fovea(pipe, seed: int, **settings) -> dict[str, dict[str, dic
             real = processor.apply_framing(real, framing, resolution).mean(axis=2)
             field = real_field(real, source.max(axis=2) > 0.04)
             output = pipe(rgb, modality="uwf_slo", phase="early", output_type="np",
-                          generator=torch.Generator().manual_seed(seed), **settings).images[0, ..., 0]
+                          generator=torch.Generator().manual_seed(seed), output_size=(resolution, resolution),
+                          **settings).images[0, ..., 0]
             fovea_real, fovea_out = find_fovea(real, field, radius), find_fovea(output, field, radius)
             report[row["eye_id"]][name] = {
                 "fovea_offset": fovea_distance(fovea_out, fovea_real) / resolution,
@@ -265,7 +268,8 @@ def main() -> None:
         for phase in ("early", "late"):
             output = pipe(rgb, modality=case["modality"], phase=phase, output_type="np",
                           num_inference_steps=args.num_inference_steps, image_guidance_scale=args.image_guidance_scale,
-                          generator=torch.Generator().manual_seed(args.seed)).images[0, ..., 0]
+                          generator=torch.Generator().manual_seed(args.seed),
+                          output_size=(resolution, resolution)).images[0, ..., 0]
             report[case["name"]][phase] = anatomy_checks(source, output, field, fine_vessels, radius)
             if phase in reals:
                 real = reals[phase].mean(axis=2)

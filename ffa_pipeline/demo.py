@@ -254,9 +254,10 @@ def phase_caption(phase: str | float, seconds: float) -> str:
 
 
 # --------------------------------------------------------------------------------------------- generation
-def initial_noise(pipe: FFADiffusionPipeline, seeds: Sequence[int]) -> torch.Tensor:
-    """Starting latents, one per seed, drawn on the CPU so a seed gives the same image on any device."""
-    side = pipe.default_resolution // pipe.vae_scale_factor
+def initial_noise(pipe: FFADiffusionPipeline, seeds: Sequence[int], modality: str) -> torch.Tensor:
+    """Starting latents, one per seed, drawn on the CPU so a seed gives the same image on any device; at the side
+    that the checkpoint draws this modality at (`pipe.resolution_for`)."""
+    side = pipe.resolution_for(modality) // pipe.vae_scale_factor
     shape = (len(seeds), pipe.vae.config.latent_channels, side, side)
     generators = [torch.Generator().manual_seed(seed) for seed in seeds]
     return randn_tensor(shape, generator=generators, dtype=pipe.unet.dtype)
@@ -291,7 +292,7 @@ def _sample(
         num_inference_steps=settings.num_inference_steps,
         image_guidance_scale=settings.image_guidance_scale,
         label_guidance_scale=settings.label_guidance_scale,
-        latents=initial_noise(pipe, seeds),
+        latents=initial_noise(pipe, seeds, settings.modality),
         output_size="input",
         callback_on_step_end=_step_callback(progress, settings.num_inference_steps, task),
     )

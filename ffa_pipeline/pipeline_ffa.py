@@ -48,7 +48,8 @@ CONV_IN_WEIGHT_NAME = "unet_conv_in.safetensors"
 CUSTOM_COMPONENTS = ("condition_encoder", "disease_embedding")
 OUTPUT_TYPES = ("pil", "np", "pt")
 PIPELINE_SETTINGS = (
-    "max_input_pixels", "default_num_inference_steps", "default_image_guidance_scale", "default_label_guidance_scale"
+    "max_input_pixels", "default_num_inference_steps", "default_image_guidance_scale", "default_label_guidance_scale",
+    "modality_resolutions",
 )  # non-component entries of model_index.json
 SCHEDULERS = {  # short names for the command lines and the evaluation tables
     "ddim": DDIMScheduler,
@@ -116,6 +117,7 @@ class FFADiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         default_num_inference_steps: int = 20,
         default_image_guidance_scale: float = 1.5,
         default_label_guidance_scale: float = 1.5,
+        modality_resolutions: dict[str, int] | None = None,
     ):
         super().__init__()
         self.register_modules(
@@ -132,8 +134,10 @@ class FFADiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             default_num_inference_steps=default_num_inference_steps,
             default_image_guidance_scale=default_image_guidance_scale,
             default_label_guidance_scale=default_label_guidance_scale,
+            modality_resolutions=dict(modality_resolutions or {}),
         )
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        self.check_modality_resolutions(self.config.modality_resolutions)
         self.image_processor = FFAImageProcessor(
             resolution=self.default_resolution, max_pixels=max_input_pixels
         )
@@ -182,6 +186,30 @@ class FFADiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
     @property
     def default_resolution(self) -> int:
         return int(self.unet.config.sample_size) * self.vae_scale_factor
+
+    @property
+    def size_multiple(self) -> int:
+        """Output sides must be multiples of this (VAE x UNet downsampling)."""
+        return self.vae_scale_factor * 2 ** (len(self.unet.config.block_out_channels) - 1)
+
+    def resolution_for(self, modality: str | list[str]) -> int:
+        """The output side when `height`/`width` are not given: the checkpoint's `modality_resolutions` entry for
+        the modality (the largest of a batch's), else `default_resolution`. A checkpoint records a larger side for a
+        modality whose images show more than the model can draw at its own (a 200-degree UWF frame at 256 px)."""
+        names = modality if isinstance(modality, (list, tuple)) else [modality]
+        resolutions = self.config.get("modality_resolutions") or {}
+        return max(int(resolutions.get(name, self.default_resolution)) for name in names)
+
+    def check_modality_resolutions(self, resolutions: dict[str, int]) -> None:
+        """Each entry a known modality and a positive multiple of `size_multiple`; errors name the bad one."""
+        for name, size in resolutions.items():
+            if name not in self.modalities:
+                raise ValueError(f"Unknown modality {name!r} in modality_resolutions; this model knows "
+                                 f"{self.modalities}")
+            multiple = self.size_multiple
+            if isinstance(size, bool) or not isinstance(size, int) or size < multiple or size % multiple:
+                raise ValueError(f"modality_resolutions[{name!r}] must be a multiple of {multiple} (>= {multiple}), "
+                                 f"got {size!r}")
 
     # ------------------------------------------------------------------------------------------------- inputs
     def phase_to_seconds(self, phase: str | float | int) -> float:
@@ -239,7 +267,7 @@ class FFADiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
                 raise ValueError(f"`{name}` must be a finite number >= 0, got {scale!r}")
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"Unknown output_type {output_type!r}; allowed: {list(OUTPUT_TYPES)}")
-        multiple = self.vae_scale_factor * 2 ** (len(self.unet.config.block_out_channels) - 1)
+        multiple = self.size_multiple
         for name, size in (("height", height), ("width", width)):
             if size is not None and (not isinstance(size, int) or size < multiple or size % multiple):
                 raise ValueError(f"`{name}` must be a multiple of {multiple} (>= {multiple}), got {size!r}")
@@ -402,7 +430,8 @@ class FFADiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             num_images_per_prompt: samples per input image (e.g. for uncertainty maps).
             generator: torch generator(s) for reproducibility; same seed, same output.
             latents: pre-generated initial noise `[B * num_images_per_prompt, C, H/8, W/8]`.
-            height, width: model resolution (default: the UNet's sample size x the VAE scale factor).
+            height, width: model resolution (default: `pipe.resolution_for(modality)`, the checkpoint's side for the
+                modality, else the UNet's sample size x the VAE scale factor).
             output_type: "pil" (grey `PIL.Image`), "np" (`[B, H, W, 1]` float in [0, 1]) or "pt" (`[B, 1, H, W]`).
             output_size: None (model resolution), "input" (each output mapped back onto its input's size and
                 framing) or an explicit `(height, width)`.
@@ -425,12 +454,12 @@ class FFADiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         self._label_guidance_scale = float(label_guidance_scale)
         images = list(image) if isinstance(image, (list, tuple)) else [image]
         batch_size = len(images)
-        height = height or self.default_resolution
-        width = width or self.default_resolution
+        modalities = _as_list(modality, batch_size, "modality")
+        height = height or self.resolution_for(modalities)
+        width = width or self.resolution_for(modalities)
         device = self._execution_device
 
         # 1. Preprocess: field of view -> square -> model resolution, in [-1, 1].
-        modalities = _as_list(modality, batch_size, "modality")
         rgbs, framings = self.image_processor.decode_and_frame(images)
         pixels = self.image_processor.framed_pixels(rgbs, framings, resolution=max(height, width))
         if pixels.shape[-2:] != (height, width):

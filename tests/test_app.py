@@ -115,6 +115,21 @@ def test_each_sample_is_reproduced_by_its_own_seed(client):
     assert np.abs(second_sample - np.asarray(PIL.Image.open(single), np.float32)).mean() < 1.0
 
 
+def test_a_modality_drawn_at_a_larger_side_keeps_its_seeds():
+    pipe = build_pipeline("tiny", seed=0)
+    pipe.set_progress_bar_config(disable=True)
+    larger = pipe.default_resolution + pipe.size_multiple
+    pipe.register_to_config(modality_resolutions={"uwf_slo": larger})
+    source = PIL.Image.open(EXAMPLE).convert("RGB")
+    settings = demo.GenerationSettings("uwf_slo", num_inference_steps=1, seed=3, num_samples=2).checked(pipe)
+    both = demo.generate_angiograms(pipe, source, settings).angiograms
+    alone = demo.generate_angiograms(pipe, source, demo.GenerationSettings(
+        "uwf_slo", num_inference_steps=1, seed=4).checked(pipe)).angiograms
+    assert demo.initial_noise(pipe, [3], "uwf_slo").shape[-1] == larger // pipe.vae_scale_factor
+    assert both[1].image.size == source.size
+    assert np.abs(np.asarray(both[1].image, np.float32) - np.asarray(alone[0].image, np.float32)).mean() < 1.0
+
+
 def test_animation_is_a_gif_with_one_frame_per_phase(client, untrained_pipe):
     path = client.predict(handle_file(str(EXAMPLE)), "oct", "normal", *SETTINGS, 3, api_name="/animate")
     gif = PIL.Image.open(path)

@@ -205,3 +205,20 @@ def test_pix2pix_learns_saves_and_reloads(phantom_dir, tmp_path):
     torch.testing.assert_close(error(reloaded), error(trained))
     with pytest.raises(ValueError, match="divisible by 32"):
         trained(torch.zeros(1, 3, 40, 40), torch.tensor([30.0]))
+
+
+def test_a_modality_drawn_at_a_larger_side_is_scored_at_the_models_own(tiny_pipe, phantom_dir, tmp_path):
+    larger = tiny_pipe.default_resolution + tiny_pipe.size_multiple
+    model = tmp_path / "model"
+    tiny_pipe.save_pretrained(model)
+    index = json.loads((model / "model_index.json").read_text())
+    (model / "model_index.json").write_text(json.dumps({**index, "modality_resolutions": {"oct": larger}}))
+    report = run(model, phantom_dir, tmp_path / "out", "--max_samples", "2", "--baselines")
+    config = report["config"]
+    assert config["resolution"] == tiny_pipe.default_resolution
+    assert config["generated_at"] == {"cfp": tiny_pipe.default_resolution, "oct": larger}
+    assert all(np.isfinite(stats["psnr"]["mean"]) for stats in report["methods"]["diffusion"]["phases"].values())
+    assert f"(generated at {larger} px for oct)" in (tmp_path / "out" / "metrics.md").read_text()
+    chosen = run(model, phantom_dir, tmp_path / "chosen", "--max_samples", "2", "--baselines", "--resolution",
+                 str(larger))
+    assert chosen["config"]["generated_at"] == {"cfp": larger, "oct": larger}

@@ -203,3 +203,46 @@ def test_native_resolution_ridges_travel_with_the_checkpoint_and_change_only_lar
     config["condition_encoder"]["native_resolution_ridges"] = ["uwf"]
     with pytest.raises(ValueError, match=r"unknown modalities \['uwf'\]; allowed: \['cfp', 'oct', 'uwf_slo'\]"):
         build_pipeline(config)
+
+
+def test_output_side_per_modality_travels_with_the_checkpoint(saved, tmp_path):
+    spec = importlib.util.spec_from_file_location("set_sampling_defaults", ROOT / "train" / "set_sampling_defaults.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    model = tmp_path / "model"
+    shutil.copytree(saved, model)
+    base = FFADiffusionPipeline.from_pretrained(model)
+    larger = base.default_resolution + base.size_multiple
+    script.main(["--model", str(model), "--modality_resolutions", f"uwf_slo={larger}"])
+    pipe = FFADiffusionPipeline.from_pretrained(model)
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe.config.modality_resolutions == {"uwf_slo": larger}
+    assert pipe.resolution_for("uwf_slo") == larger and pipe.resolution_for("cfp") == base.default_resolution
+    assert pipe.resolution_for(["cfp", "uwf_slo"]) == larger  # a batch is drawn at its largest side
+    remote = ("import sys; sys.modules['ffa_pipeline'] = None; from diffusers import DiffusionPipeline; "
+              "print(DiffusionPipeline.from_pretrained(sys.argv[1], trust_remote_code=True).resolution_for('uwf_slo'))")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["HF_MODULES_CACHE"] = str(tmp_path / "modules")
+    result = subprocess.run([sys.executable, "-c", remote, str(model)], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.stdout.strip() == str(larger), result.stderr[-3000:]
+    call = {**CALL, "num_inference_steps": 1}
+    assert pipe(reference_image(), **{**call, "modality": "uwf_slo"}).images.shape[1:3] == (larger, larger)
+    assert pipe(reference_image(), **call).images.shape[1:3] == (base.default_resolution,) * 2
+    assert pipe(reference_image(), **{**call, "modality": "uwf_slo", "height": base.default_resolution,
+                                      "width": base.default_resolution}).images.shape[1] == base.default_resolution
+
+    like = tmp_path / "like"
+    shutil.copytree(saved, like)
+    script.main(["--model", str(like), "--like", str(model)])
+    assert FFADiffusionPipeline.from_pretrained(like).resolution_for("uwf_slo") == larger
+    script.main(["--model", str(like), "--modality_resolutions"])
+    assert FFADiffusionPipeline.from_pretrained(like).resolution_for("uwf_slo") == base.default_resolution
+
+    with pytest.raises(ValueError, match=r"'fundus'.*\['cfp'"):
+        script.main(["--model", str(model), "--modality_resolutions", "fundus=512"])
+    with pytest.raises(ValueError, match=rf"multiple of {base.size_multiple}.*{larger + 1}"):
+        script.main(["--model", str(model), "--modality_resolutions", f"uwf_slo={larger + 1}"])
+    with pytest.raises(SystemExit):
+        script.parse_args(["--model", str(model), "--modality_resolutions", "uwf_slo"])
+    assert FFADiffusionPipeline.from_pretrained(model).config.modality_resolutions == {"uwf_slo": larger}

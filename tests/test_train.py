@@ -406,3 +406,15 @@ def test_a_loss_mask_column_trains_beside_folders_without_it(phantom_dir, tmp_pa
     with pytest.raises(ValueError, match=r"--loss_mask_column 'loss_mask' is not a column of any dataset; columns: "
                                          r"\[.*'source_image'"):
         run("none", phantom_dir)
+
+
+def test_data_is_trained_at_the_side_the_model_draws_its_modalities_at(phantom_dir, tmp_path):
+    pipe = build_pipeline("tiny", seed=0)
+    larger = pipe.default_resolution + pipe.size_multiple
+    pipe.register_to_config(modality_resolutions={"oct": larger})
+    args = ["--model_config", "tiny", *phantom_args(phantom_dir, tmp_path)]
+    without_side = args[:args.index("--resolution")] + args[args.index("--resolution") + 2:]
+    assert train_ffa.load_data(train_ffa.parse_args(without_side), pipe).resolution == larger  # cfp and oct rows
+    assert train_ffa.load_data(train_ffa.parse_args(args), pipe).resolution == 32
+    cfp_only = train_ffa.parse_args([*without_side, "--modality_column", "", "--modality", "cfp"])
+    assert train_ffa.load_data(cfp_only, pipe).resolution == pipe.default_resolution

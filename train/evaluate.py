@@ -79,7 +79,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                       help="Image columns named <prefix><lesion type> are lesion masks (empty string: none).")
     data.add_argument("--max_samples", type=int, default=None, help="Evaluate the first N rows (each gives one "
                       "pair per target column).")
-    data.add_argument("--resolution", type=int, default=None, help="Default: the model's own resolution.")
+    data.add_argument("--resolution", type=int, default=None,
+                      help="Generate and score at this side. Default: score at the model's own resolution, each "
+                      "output generated at the checkpoint's side for its modality (pipe.resolution_for) and resized.")
     data.add_argument("--per_modality", action="store_true",
                       help="One table row per method x phase x modality (default: modalities pooled).")
 
@@ -246,7 +248,7 @@ def diffusion_predictor(pipe: FFADiffusionPipeline, args: argparse.Namespace, re
                       disease=[p.disease for p in pairs], phase=[p.phase_seconds for p in pairs],
                       num_inference_steps=num_inference_steps, image_guidance_scale=args.image_guidance_scale,
                       label_guidance_scale=args.label_guidance_scale, generator=generators, output_type="np",
-                      height=resolution, width=resolution)
+                      height=args.resolution, width=args.resolution, output_size=(resolution, resolution))
         return list(output.images[..., 0])
 
     return predict
@@ -383,13 +385,20 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
             *("| " + " | ".join(row) + " |" for row in rows)]
 
 
+def _generated_at(config: dict) -> str:
+    """' (generated at 512 px for uwf_slo)' where the model drew some modality at another side than the scores'."""
+    other = {name: side for name, side in config.get("generated_at", {}).items() if side != config["resolution"]}
+    return f" (generated at {', '.join(f'{side} px for {name}' for name, side in other.items())})" if other else ""
+
+
 def markdown_report(report: dict) -> str:
     config = report["config"]
     lines = [
         "# FFA evaluation",
         "",
         f"Model `{config['model']}` on `{config['dataset']}` [{config['split']}]: {config['pairs']} pairs from "
-        f"{config['rows']} rows at {config['resolution']} px; diffusion with {config['scheduler']}, "
+        f"{config['rows']} rows at {config['resolution']} px{_generated_at(config)}; diffusion with "
+        f"{config['scheduler']}, "
         f"{config['num_inference_steps']} steps, guidance image {config['image_guidance_scale']:g} / label "
         f"{config['label_guidance_scale']:g}, seed {config['seed']}. Mean ± sd over pairs; MS-SSIM with "
         f"{config['ms_ssim_scales']} scales; vessel AUC inside the source's field of view.",
@@ -424,7 +433,7 @@ def markdown_report(report: dict) -> str:
 
 # --------------------------------------------------------------------------------------------------------- main
 def check_resolution(resolution: int, pipe: FFADiffusionPipeline) -> int:
-    multiple = pipe.vae_scale_factor * 2 ** (len(pipe.unet.config.block_out_channels) - 1)
+    multiple = pipe.size_multiple
     if resolution % multiple:
         raise ValueError(f"--resolution must be divisible by {multiple} (VAE x UNet downsampling), got {resolution}")
     return resolution
@@ -494,6 +503,8 @@ def main(argv: list[str] | None = None) -> dict:
     report = {
         "config": {"model": args.model, "dataset": args.dataset_name or args.train_data_dir, "split": split,
                    "rows": len(dataset), "pairs": len(pairs), "resolution": resolution, "device": device,
+                   "generated_at": {name: args.resolution or pipe.resolution_for(name)
+                                    for name in sorted({pair.modality for pair in pairs})},
                    "scheduler": scheduler_name, "num_inference_steps": args.num_inference_steps,
                    "image_guidance_scale": args.image_guidance_scale,
                    "label_guidance_scale": args.label_guidance_scale, "seed": args.seed,

@@ -2,7 +2,7 @@
 
     python train/set_sampling_defaults.py --model runs/ffa-small --scheduler unipc --num_inference_steps 8 \\
         --image_guidance_scale 1.0 --label_guidance_scale 1.5 [--timestep_spacing trailing] \\
-        [--native_resolution_ridges uwf_slo]
+        [--native_resolution_ridges uwf_slo] [--modality_resolutions uwf_slo=512]
 
 Pick them from `train/evaluate.py --steps_sweep` (the fastest setting within noise of the best quality). The
 pipeline, the app and the command line use them whenever a caller does not choose; callers still can. The
@@ -38,7 +38,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="input preprocessing: modalities whose ridge maps come from the source at its own "
                         "resolution (as train_ffa.py's flag; for a model trained on low-resolution sources of those "
                         "modalities, where both ways agree). Default: keep the current ones")
+    parser.add_argument("--modality_resolutions", nargs="*", metavar="MODALITY=SIDE", default=None,
+                        help="output side for a modality when a caller gives no height/width (e.g. uwf_slo=512 for a "
+                        "model fine-tuned at 512 px on ultra-widefield frames); none given: every modality at the "
+                        "model's own resolution. Default: keep the current ones")
     args = parser.parse_args(argv)
+    if args.modality_resolutions is not None:
+        args.modality_resolutions = dict(parse_side(parser, item) for item in args.modality_resolutions)
     if args.num_inference_steps is not None and args.num_inference_steps < 1:
         parser.error(f"--num_inference_steps must be >= 1, got {args.num_inference_steps}")
     for flag in ("image_guidance_scale", "label_guidance_scale"):
@@ -51,6 +57,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def parse_side(parser: argparse.ArgumentParser, item: str) -> tuple[str, int]:
+    """'uwf_slo=512' -> ('uwf_slo', 512); the pipeline checks the modality and the side."""
+    name, _, side = item.partition("=")
+    if not name or not side.isdigit():
+        parser.error(f"--modality_resolutions takes MODALITY=SIDE items such as uwf_slo=512, got {item!r}")
+    return name, int(side)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     model = Path(args.model)
@@ -61,10 +75,16 @@ def main(argv: Sequence[str] | None = None) -> None:
             pipe.scheduler.config, timestep_spacing=reference.scheduler.config.timestep_spacing)
         pipe.register_to_config(**{key: reference.config[key] for key in (
             "default_num_inference_steps", "default_image_guidance_scale", "default_label_guidance_scale")})
+        pipe.register_to_config(modality_resolutions={
+            name: side for name, side in reference.config.get("modality_resolutions", {}).items()
+            if name in pipe.modalities})
         pipe.condition_encoder.set_native_resolution_ridges(
             [name for name in reference.native_resolution_ridges if name in pipe.modalities])
     if args.native_resolution_ridges is not None:
         pipe.condition_encoder.set_native_resolution_ridges(args.native_resolution_ridges)
+    if args.modality_resolutions is not None:
+        pipe.check_modality_resolutions(args.modality_resolutions)
+        pipe.register_to_config(modality_resolutions=args.modality_resolutions)
     if args.scheduler is not None:
         pipe.scheduler = make_scheduler(args.scheduler, pipe.scheduler.config)
     if args.timestep_spacing is not None:
@@ -87,7 +107,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     shutil.rmtree(previous)
     print(f"{model}: {type(pipe.scheduler).__name__} ({pipe.scheduler.config.timestep_spacing} timesteps), "
           f"{steps} steps, image guidance {image_guidance:g}, label guidance {label_guidance:g}, "
-          f"native-resolution ridges for {pipe.native_resolution_ridges}")
+          f"native-resolution ridges for {pipe.native_resolution_ridges}, "
+          f"output sides {pipe.config.modality_resolutions or 'all ' + str(pipe.default_resolution)}")
 
 
 if __name__ == "__main__":

@@ -94,7 +94,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                            "make_angiogram_pairs.py --real_slo_source; rows and folders without one count every "
                            "pixel.")
     data.add_argument("--max_train_samples", type=int, default=None, help="The first N rows of each folder.")
-    data.add_argument("--resolution", type=int, default=None, help="Default: the model's own resolution.")
+    data.add_argument("--resolution", type=int, default=None,
+                      help="Default: the side that the model draws the data's modalities at (the largest of them; "
+                      "its modality_resolutions, else its own resolution).")
     data.add_argument("--random_flip", action="store_true")
     data.add_argument("--random_rotation", type=float, default=0.0, help="Max degrees, same for source and target.")
     data.add_argument("--random_scale", type=float, default=0.0, help="Max zoom-in fraction, e.g. 0.1.")
@@ -198,8 +200,10 @@ def load_starting_pipeline(args: argparse.Namespace) -> FFADiffusionPipeline:
     return pipe
 
 
-def load_data(args: argparse.Namespace, pipe: FFADiffusionPipeline, resolution: int) -> PairedFFADataset:
-    """The HF dataset, its columns checked and its labels resolved against the model's own vocabulary."""
+def load_data(args: argparse.Namespace, pipe: FFADiffusionPipeline) -> PairedFFADataset:
+    """The HF dataset, its columns checked and its labels resolved against the model's own vocabulary, at
+    `--resolution` or else the side that the checkpoint draws the data's modalities at (`pipe.resolution_for`):
+    a model that draws ultra-widefield frames at 512 px is fine-tuned on them at 512 px."""
     spec = ColumnSpec.from_flags(args.source_image_column, args.target_image_column, args.phase_column,
                                  args.modality_column, args.disease_column, args.eye_id_column,
                                  args.loss_mask_column)
@@ -220,6 +224,10 @@ def load_data(args: argparse.Namespace, pipe: FFADiffusionPipeline, resolution: 
             raise ValueError(f"{source}: {error}") from None
     dataset = parts[0] if len(parts) == 1 else concatenate_columns(parts, spec)
     labels = resolve_labels(dataset, spec, pipe.modalities, pipe.diseases, pipe.phases, args.modality)
+    resolution = args.resolution or pipe.resolution_for([pipe.modalities[i] for i in set(labels["modality"])])
+    if resolution % pipe.size_multiple:
+        raise ValueError(f"--resolution must be divisible by {pipe.size_multiple} (VAE x UNet downsampling), "
+                         f"got {resolution}")
     return PairedFFADataset(dataset, spec, labels, resolution, seed=args.seed, random_flip=args.random_flip,
                             random_rotation=args.random_rotation, random_scale=args.random_scale,
                             color_jitter=args.color_jitter, input_representation=pipe.input_representation,
@@ -487,16 +495,13 @@ def main(argv: list[str] | None = None) -> None:
 
     pipe = load_starting_pipeline(args)
     pipe.set_progress_bar_config(disable=True)
-    resolution = args.resolution or pipe.default_resolution
-    multiple = pipe.vae_scale_factor * 2 ** (len(pipe.unet.config.block_out_channels) - 1)
-    if resolution % multiple:
-        raise ValueError(f"--resolution must be divisible by {multiple} (VAE x UNet downsampling), got {resolution}")
     noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
     if args.prediction_type is not None:
         noise_scheduler.register_to_config(prediction_type=args.prediction_type)
         pipe.scheduler.register_to_config(prediction_type=args.prediction_type)
 
-    dataset = load_data(args, pipe, resolution)
+    dataset = load_data(args, pipe)
+    logger.info("Training at %d px", dataset.resolution)
     validation = validation_sources(args, dataset) if args.validation_steps else []
     parameters = trainable_modules(pipe, args)
     if args.gradient_checkpointing:
