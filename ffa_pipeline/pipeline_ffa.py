@@ -97,7 +97,9 @@ class FFADiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         scheduler ([`SchedulerMixin`]): any diffusers scheduler (DDIM, DPMSolverMultistep, UniPC, Euler, ...).
 
     The vocabularies (modalities, diseases, named phases) live in the components' configs; see `modalities`,
-    `diseases` and `phases`.
+    `diseases` and `phases`. The checkpoint's recommended settings live in `model_index.json`: sampling
+    (`default_num_inference_steps`, `default_*_guidance_scale`) and `modality_resolutions`, the output side of a
+    modality drawn at other than `default_resolution` (see `resolution_for`).
     """
 
     model_cpu_offload_seq = "condition_encoder->unet->vae"

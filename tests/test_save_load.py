@@ -124,10 +124,16 @@ def test_round_trip_without_the_package(tiny_pipe, saved, tmp_path):
     np.testing.assert_allclose(reloaded(reference_image(), generator=seeded(1), **CALL).images, expected, atol=1e-5)
 
 
-def test_recommended_sampling_settings_travel_with_the_checkpoint(saved, tmp_path):
+def set_sampling_defaults():
+    """train/set_sampling_defaults.py as a module (train/ is not a package)."""
     spec = importlib.util.spec_from_file_location("set_sampling_defaults", ROOT / "train" / "set_sampling_defaults.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
+    return script
+
+
+def test_recommended_sampling_settings_travel_with_the_checkpoint(saved, tmp_path):
+    script = set_sampling_defaults()
     model = tmp_path / "model"
     shutil.copytree(saved, model)
     (model / "README.md").write_text("card")
@@ -206,9 +212,7 @@ def test_native_resolution_ridges_travel_with_the_checkpoint_and_change_only_lar
 
 
 def test_output_side_per_modality_travels_with_the_checkpoint(saved, tmp_path):
-    spec = importlib.util.spec_from_file_location("set_sampling_defaults", ROOT / "train" / "set_sampling_defaults.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = set_sampling_defaults()
     model = tmp_path / "model"
     shutil.copytree(saved, model)
     base = FFADiffusionPipeline.from_pretrained(model)

@@ -75,9 +75,10 @@ def main(argv: Sequence[str] | None = None) -> None:
             pipe.scheduler.config, timestep_spacing=reference.scheduler.config.timestep_spacing)
         pipe.register_to_config(**{key: reference.config[key] for key in (
             "default_num_inference_steps", "default_image_guidance_scale", "default_label_guidance_scale")})
-        pipe.register_to_config(modality_resolutions={
-            name: side for name, side in reference.config.get("modality_resolutions", {}).items()
-            if name in pipe.modalities})
+        copied = {name: side for name, side in reference.config.modality_resolutions.items()
+                  if name in pipe.modalities}
+        pipe.check_modality_resolutions(copied)
+        pipe.register_to_config(modality_resolutions=copied)
         pipe.condition_encoder.set_native_resolution_ridges(
             [name for name in reference.native_resolution_ridges if name in pipe.modalities])
     if args.native_resolution_ridges is not None:
