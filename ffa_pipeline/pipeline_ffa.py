@@ -194,6 +194,13 @@ class FFADiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         """Output sides must be multiples of this (VAE x UNet downsampling)."""
         return self.vae_scale_factor * 2 ** (len(self.unet.config.block_out_channels) - 1)
 
+    def check_resolution(self, resolution: int) -> int:
+        """A training or evaluation `--resolution`, checked against `size_multiple`; ValueError naming it."""
+        if resolution % self.size_multiple:
+            raise ValueError(f"--resolution must be divisible by {self.size_multiple} (VAE x UNet downsampling), "
+                             f"got {resolution}")
+        return resolution
+
     def resolution_for(self, modality: str | list[str]) -> int:
         """The output side when `height`/`width` are not given: the checkpoint's `modality_resolutions` entry for
         the modality (the largest of a batch's), else `default_resolution`. A checkpoint records a larger side for a

@@ -432,13 +432,6 @@ def markdown_report(report: dict) -> str:
 
 
 # --------------------------------------------------------------------------------------------------------- main
-def check_resolution(resolution: int, pipe: FFADiffusionPipeline) -> int:
-    multiple = pipe.size_multiple
-    if resolution % multiple:
-        raise ValueError(f"--resolution must be divisible by {multiple} (VAE x UNet downsampling), got {resolution}")
-    return resolution
-
-
 def run_sweep(pipe: FFADiffusionPipeline, pairs: list[EvalPair], args: argparse.Namespace, resolution: int) -> list:
     """One row per (scheduler, steps): metrics over all pairs and the median seconds per image."""
     original = pipe.scheduler
@@ -461,7 +454,7 @@ def main(argv: list[str] | None = None) -> dict:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     pipe = FFADiffusionPipeline.from_pretrained(args.model).to(device)
     pipe.set_progress_bar_config(disable=True)
-    resolution = check_resolution(args.resolution or pipe.default_resolution, pipe)
+    resolution = pipe.check_resolution(args.resolution or pipe.default_resolution)
     args.num_inference_steps, args.image_guidance_scale, args.label_guidance_scale = pipe.sampling_settings(
         args.num_inference_steps, args.image_guidance_scale, args.label_guidance_scale
     )

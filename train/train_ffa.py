@@ -224,10 +224,8 @@ def load_data(args: argparse.Namespace, pipe: FFADiffusionPipeline) -> PairedFFA
             raise ValueError(f"{source}: {error}") from None
     dataset = parts[0] if len(parts) == 1 else concatenate_columns(parts, spec)
     labels = resolve_labels(dataset, spec, pipe.modalities, pipe.diseases, pipe.phases, args.modality)
-    resolution = args.resolution or pipe.resolution_for([pipe.modalities[i] for i in set(labels["modality"])])
-    if resolution % pipe.size_multiple:
-        raise ValueError(f"--resolution must be divisible by {pipe.size_multiple} (VAE x UNet downsampling), "
-                         f"got {resolution}")
+    resolution = pipe.check_resolution(
+        args.resolution or pipe.resolution_for([pipe.modalities[i] for i in set(labels["modality"])]))
     return PairedFFADataset(dataset, spec, labels, resolution, seed=args.seed, random_flip=args.random_flip,
                             random_rotation=args.random_rotation, random_scale=args.random_scale,
                             color_jitter=args.color_jitter, input_representation=pipe.input_representation,
