@@ -21,7 +21,7 @@ import hashlib
 import io
 import os
 from collections import defaultdict
-from collections.abc import Collection
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -198,7 +198,7 @@ def decode_image(cell, row: int, column: str) -> np.ndarray:
 
 
 class PairedFFADataset(torch.utils.data.Dataset):
-    """Items: source / target / partner pixels in [-1, 1] at `resolution`, with vocabulary ids and seconds.
+    """Items: source / target / partner pixels in [-1, 1] at the row's side, with vocabulary ids and seconds.
 
     Sources are cropped around their field of view exactly as the pipeline does; the target (registered to the
     source) gets the same crop. Augmentation (flip, small rotation, scale) is applied identically to source,
@@ -208,13 +208,16 @@ class PairedFFADataset(torch.utils.data.Dataset):
     `input_representation` (after augmentation, exactly as the pipeline does after framing); inputs of the modality
     ids in `native_ridge_modality_ids` are framed, augmented and jittered at their own resolution
     (`native_ridge_side`) and their ridge maps computed there, as the pipeline does for the checkpoint's
-    `native_resolution_ridges`.
+    `native_resolution_ridges`. A row is drawn at its modality's side in `modality_resolutions` (modality id ->
+    side, as the checkpoint's `modality_resolutions` says the pipeline draws it), else at `resolution`; its partner
+    at the row's side. Rows of several sides need batches of one side each (`SideBatchSampler`).
     """
 
     def __init__(self, dataset: Dataset, spec: ColumnSpec, labels: dict[str, np.ndarray], resolution: int,
                  seed: int = 0, random_flip: bool = False, random_rotation: float = 0.0,
                  random_scale: float = 0.0, color_jitter: float = 0.0, input_representation: str = "rgb",
-                 native_ridge_modality_ids: Collection[int] = ()):
+                 native_ridge_modality_ids: Collection[int] = (),
+                 modality_resolutions: Mapping[int, int] | None = None):
         check_input_representation(input_representation)
         image_columns = {spec.source, *spec.targets, *([spec.loss_mask] if spec.loss_mask else [])}
         for column in image_columns:
@@ -226,6 +229,7 @@ class PairedFFADataset(torch.utils.data.Dataset):
         self.color_jitter, self.input_representation = color_jitter, input_representation
         self.native_ridge_modality_ids = frozenset(native_ridge_modality_ids)
         self.processor = FFAImageProcessor(resolution=resolution, min_size=8)
+        self.sides = np.array([(modality_resolutions or {}).get(int(m), resolution) for m in labels["modality"]])
         self.partners = self._find_partners() if spec.eye_id else [[] for _ in range(len(dataset))]
 
     def _find_partners(self) -> list[list[int]]:
@@ -247,11 +251,10 @@ class PairedFFADataset(torch.utils.data.Dataset):
     def _pixels(self, row: int, column: str) -> np.ndarray:
         return decode_image(self.dataset[row][column], row, column)
 
-    def _augmentation(self, rng: np.random.Generator) -> np.ndarray | None:
-        """One random 2x3 affine in the model's square (None when augmentation is off)."""
+    def _augmentation(self, rng: np.random.Generator, size: int) -> np.ndarray | None:
+        """One random 2x3 affine in the model's square of `size` px (None when augmentation is off)."""
         if not (self.random_flip or self.random_rotation or self.random_scale):
             return None
-        size = self.resolution
         angle = rng.uniform(-self.random_rotation, self.random_rotation)
         scale = 1.0 + rng.uniform(0.0, self.random_scale)
         matrix = cv2.getRotationMatrix2D((size / 2, size / 2), angle, scale)
@@ -259,14 +262,15 @@ class PairedFFADataset(torch.utils.data.Dataset):
             matrix = np.array([[-1, 0, size], [0, 1, 0]]) @ np.vstack([matrix, [0, 0, 1]])
         return matrix
 
-    def _square(self, image: np.ndarray, framing, matrix: np.ndarray | None,
+    def _square(self, image: np.ndarray, framing, matrix: np.ndarray | None, size: int,
                 input_rng: np.random.Generator | None = None, native_ridges: bool = False) -> torch.Tensor:
-        """Frame and augment an image; with `input_rng` it is a model input (jittered, then represented).
+        """Frame and augment an image at `size` px; with `input_rng` it is a model input (jittered, then
+        represented).
 
         With `native_ridges` an input is framed, augmented and jittered at its own resolution (capped), then shrunk,
         and that larger square gives its ridge maps (`to_input_representation`'s `detail`).
         """
-        size = side = self.resolution
+        side = size
         if input_rng is not None and native_ridges:
             side = native_ridge_side(framing, size)
         square = self.processor.apply_framing(image, framing, side)
@@ -296,7 +300,7 @@ class PairedFFADataset(torch.utils.data.Dataset):
         image = image + rng.normal(0, rng.uniform(0, 0.03 * strength), size=image.shape)
         return np.where(field, np.clip(image, 0, 1), 0).astype(np.float32)
 
-    def _loss_mask(self, row: int, framing, matrix: np.ndarray | None) -> torch.Tensor:
+    def _loss_mask(self, row: int, framing, matrix: np.ndarray | None, size: int) -> torch.Tensor:
         """1xHxW in [0, 1]: the row's loss mask, framed and augmented as its target; all ones when it has none.
 
         What framing and augmentation bring in from outside the stored image counts, as in a row without a mask
@@ -304,9 +308,9 @@ class PairedFFADataset(torch.utils.data.Dataset):
         """
         cell = self.dataset[row][self.spec.loss_mask]
         if cell is None:
-            return torch.ones(1, self.resolution, self.resolution)
+            return torch.ones(1, size, size)
         ignored = 1.0 - decode_image(cell, row, self.spec.loss_mask)
-        return (1 - self._square(ignored, framing, matrix)[:1]) / 2
+        return (1 - self._square(ignored, framing, matrix, size)[:1]) / 2
 
     def _native_ridges(self, row: int) -> bool:
         return int(self.labels["modality"][row]) in self.native_ridge_modality_ids
@@ -326,24 +330,52 @@ class PairedFFADataset(torch.utils.data.Dataset):
         """The sample of `row` with target column `target_index`; `rng` draws augmentation and partner."""
         source = self._pixels(row, self.spec.source)
         target = self._pixels(row, self.spec.targets[target_index])
-        framing = self.processor.frame(source)
-        matrix = self._augmentation(rng)
+        framing, size = self.processor.frame(source), int(self.sides[row])
+        matrix = self._augmentation(rng, size)
         item = {
-            "source": self._square(source, framing, matrix, rng, self._native_ridges(row)),
-            "target": self._square(target, framing, matrix).mean(dim=0, keepdim=True).expand(3, -1, -1),
+            "source": self._square(source, framing, matrix, size, rng, self._native_ridges(row)),
+            "target": self._square(target, framing, matrix, size).mean(dim=0, keepdim=True).expand(3, -1, -1),
             "modality": int(self.labels["modality"][row]),
             "disease": int(self.labels["disease"][row]),
             "phase_seconds": float(self.labels["phase_seconds"][row, target_index]),
-            "partner": torch.zeros(3, self.resolution, self.resolution),
+            "partner": torch.zeros(3, size, size),
             "partner_modality": 0,
             "has_partner": False,
         }
         if self.spec.loss_mask is not None:
-            item["loss_mask"] = self._loss_mask(row, framing, matrix)
+            item["loss_mask"] = self._loss_mask(row, framing, matrix, size)
         if self.partners[row]:
             other = int(rng.choice(self.partners[row]))
             partner = self._pixels(other, self.spec.source)
-            item.update(partner=self._square(partner, self.processor.frame(partner), matrix, rng,
+            item.update(partner=self._square(partner, self.processor.frame(partner), matrix, size, rng,
                                              self._native_ridges(other)),
                         partner_modality=int(self.labels["modality"][other]), has_partner=True)
         return item
+
+
+class SideBatchSampler(torch.utils.data.Sampler[list[int]]):
+    """Shuffled batches of rows that share a side (`PairedFFADataset.sides`), so that rows drawn at several sides
+    never meet in one batch: every row once per epoch, the last batch of each side filled up with rows of that side
+    drawn again, the batches of all sides in a random order. Ours (torch has no sampler that groups by a key); the
+    order is a pure function of (seed, epoch), like the rows' randomness, so a resumed run sees the same batches.
+    """
+
+    def __init__(self, sides: np.ndarray, batch_size: int, seed: int = 0):
+        self.rows_by_side = {int(side): np.flatnonzero(sides == side) for side in np.unique(sides)}
+        self.batch_size, self.seed, self.epoch = batch_size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return sum(-(-len(rows) // self.batch_size) for rows in self.rows_by_side.values())
+
+    def __iter__(self) -> Iterator[list[int]]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        batches = []
+        for rows in self.rows_by_side.values():
+            order = rng.permutation(rows)
+            order = np.resize(order, -(-len(order) // self.batch_size) * self.batch_size)  # wraps round to fill
+            batches += [order[i:i + self.batch_size].tolist() for i in range(0, len(order), self.batch_size)]
+        for index in rng.permutation(len(batches)):
+            yield batches[index]

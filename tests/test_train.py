@@ -414,7 +414,48 @@ def test_data_is_trained_at_the_side_the_model_draws_its_modalities_at(phantom_d
     pipe.register_to_config(modality_resolutions={"oct": larger})
     args = ["--model_config", "tiny", *phantom_args(phantom_dir, tmp_path)]
     without_side = args[:args.index("--resolution")] + args[args.index("--resolution") + 2:]
-    assert train_ffa.load_data(train_ffa.parse_args(without_side), pipe).resolution == larger  # cfp and oct rows
-    assert train_ffa.load_data(train_ffa.parse_args(args), pipe).resolution == 32
-    cfp_only = train_ffa.parse_args([*without_side, "--modality_column", "", "--modality", "cfp"])
-    assert train_ffa.load_data(cfp_only, pipe).resolution == pipe.default_resolution
+    data = train_ffa.load_data(train_ffa.parse_args(without_side), pipe)
+    oct_rows = data.labels["modality"] == pipe.modalities.index("oct")
+    assert oct_rows.any() and not oct_rows.all()
+    assert set(data.sides[oct_rows]) == {larger} and set(data.sides[~oct_rows]) == {pipe.default_resolution}
+    assert data[int(np.flatnonzero(oct_rows)[0])]["source"].shape[-1] == larger
+    assert data[int(np.flatnonzero(~oct_rows)[0])]["target"].shape[-1] == pipe.default_resolution
+    assert set(train_ffa.load_data(train_ffa.parse_args(args), pipe).sides) == {32}
+
+
+def test_sides_batch_apart_every_row_once_an_epoch():
+    from ffa_pipeline.data import SideBatchSampler
+
+    sides = np.array([32] * 7 + [64] * 3)
+    sampler = SideBatchSampler(sides, batch_size=4, seed=1)
+    batches = list(sampler)
+    assert len(batches) == len(sampler) == 2 + 1
+    assert all(len(batch) == 4 and len(set(sides[batch])) == 1 for batch in batches)
+    assert set(sum(batches, [])) == set(range(10))
+    assert list(sampler) == batches
+    sampler.set_epoch(1)
+    assert list(sampler) != batches
+    from accelerate.data_loader import BatchSamplerShard  # what `accelerate launch` gives each of 2 processes
+
+    shards = [list(BatchSamplerShard(sampler, num_processes=2, process_index=i)) for i in range(2)]
+    assert all(len(batch) == 4 and len(set(sides[batch])) == 1 for shard in shards for batch in shard)
+    assert set(sum(shards[0] + shards[1], [])) == set(range(10))
+
+
+@pytest.mark.parametrize("cached", [False, True])
+def test_a_run_trains_each_modality_at_its_side(phantom_dir, tmp_path, cached):
+    """A model that draws OCT larger than photos trains on both in one run, each batch at one side, and resumes
+    with the same batches."""
+    pipe = build_pipeline("tiny", seed=0)
+    larger = pipe.default_resolution + pipe.size_multiple
+    pipe.register_to_config(modality_resolutions={"oct": larger})
+    pipe.save_pretrained(tmp_path / "start")
+    args = phantom_args(phantom_dir, tmp_path / "out", "--pretrained_ffa_model", str(tmp_path / "start"),
+                        "--train_batch_size", "2", "--checkpointing_steps", "2", *(["--cache_latents"] * cached))
+    args = args[:args.index("--resolution")] + args[args.index("--resolution") + 2:]
+    train_ffa.main([*args, "--max_train_steps", "3"])
+    train_ffa.main([*args, "--max_train_steps", "5", "--resume_from_checkpoint", "latest"])
+    curve = losses(tmp_path / "out")  # steps 1-3, then 3-5 again from the checkpoint of step 2
+    assert len(curve) == 6 and np.isfinite(curve).all() and curve[2] == curve[3]
+    trained = FFADiffusionPipeline.from_pretrained(tmp_path / "out")
+    assert trained.resolution_for("oct") == larger

@@ -44,6 +44,7 @@ from ffa_pipeline import FFADiffusionPipeline
 from ffa_pipeline.data import (
     ColumnSpec,
     PairedFFADataset,
+    SideBatchSampler,
     check_columns,
     concatenate_columns,
     decode_image,
@@ -95,8 +96,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                            "pixel.")
     data.add_argument("--max_train_samples", type=int, default=None, help="The first N rows of each folder.")
     data.add_argument("--resolution", type=int, default=None,
-                      help="Default: the side that the model draws the data's modalities at (the largest of them; "
-                      "its modality_resolutions, else its own resolution).")
+                      help="One side for every row. Default: each row at the side that the model draws its "
+                      "modality at (its modality_resolutions, else its own resolution), in batches of one side.")
     data.add_argument("--random_flip", action="store_true")
     data.add_argument("--random_rotation", type=float, default=0.0, help="Max degrees, same for source and target.")
     data.add_argument("--random_scale", type=float, default=0.0, help="Max zoom-in fraction, e.g. 0.1.")
@@ -202,8 +203,9 @@ def load_starting_pipeline(args: argparse.Namespace) -> FFADiffusionPipeline:
 
 def load_data(args: argparse.Namespace, pipe: FFADiffusionPipeline) -> PairedFFADataset:
     """The HF dataset, its columns checked and its labels resolved against the model's own vocabulary, at
-    `--resolution` or else the side that the checkpoint draws the data's modalities at (`pipe.resolution_for`):
-    a model that draws ultra-widefield frames at 512 px is fine-tuned on them at 512 px."""
+    `--resolution` or else each row at the side that the checkpoint draws its modality at (`pipe.resolution_for`):
+    a model that draws ultra-widefield frames at 512 px is fine-tuned on them at 512 px, and on its photos at the
+    side it draws those at."""
     spec = ColumnSpec.from_flags(args.source_image_column, args.target_image_column, args.phase_column,
                                  args.modality_column, args.disease_column, args.eye_id_column,
                                  args.loss_mask_column)
@@ -224,13 +226,17 @@ def load_data(args: argparse.Namespace, pipe: FFADiffusionPipeline) -> PairedFFA
             raise ValueError(f"{source}: {error}") from None
     dataset = parts[0] if len(parts) == 1 else concatenate_columns(parts, spec)
     labels = resolve_labels(dataset, spec, pipe.modalities, pipe.diseases, pipe.phases, args.modality)
-    resolution = pipe.check_resolution(
-        args.resolution or pipe.resolution_for([pipe.modalities[i] for i in set(labels["modality"])]))
+    if args.resolution is not None:
+        resolution, modality_resolutions = pipe.check_resolution(args.resolution), {}
+    else:
+        resolution = pipe.default_resolution
+        modality_resolutions = {int(i): pipe.resolution_for(pipe.modalities[i]) for i in set(labels["modality"])}
     return PairedFFADataset(dataset, spec, labels, resolution, seed=args.seed, random_flip=args.random_flip,
                             random_rotation=args.random_rotation, random_scale=args.random_scale,
                             color_jitter=args.color_jitter, input_representation=pipe.input_representation,
                             native_ridge_modality_ids=[pipe.modalities.index(name)
-                                                       for name in pipe.native_resolution_ridges])
+                                                       for name in pipe.native_resolution_ridges],
+                            modality_resolutions=modality_resolutions)
 
 
 def encode(vae, pixels: torch.Tensor, sample: bool, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -407,7 +413,7 @@ def run_validation(pipe: FFADiffusionPipeline, sources: list, args: argparse.Nam
     """Save early- and late-phase samples of the validation sources, and log them to the trackers."""
     folder = Path(args.output_dir) / "validation" / f"step-{step:06d}"
     folder.mkdir(parents=True, exist_ok=True)
-    images = []
+    images = {}
     for i, (image, modality, disease) in enumerate(sources):
         modality = pipe.modalities[modality] if isinstance(modality, int) else modality
         disease = pipe.diseases[disease] if isinstance(disease, int) else disease
@@ -415,15 +421,18 @@ def run_validation(pipe: FFADiffusionPipeline, sources: list, args: argparse.Nam
             generator = torch.Generator().manual_seed(args.seed)
             output = pipe(image, modality=modality, disease=disease, phase=phase, generator=generator,
                           num_inference_steps=args.validation_inference_steps).images[0]
-            output.save(folder / f"{i:02d}_{modality}_{disease}_{phase}.png")
-            images.append(np.asarray(output))
+            name = f"{i:02d}_{modality}_{disease}_{phase}"
+            output.save(folder / f"{name}.png")
+            images[name] = np.asarray(output)
     for tracker in accelerator.trackers:
-        if tracker.name == "tensorboard":
-            tracker.writer.add_images("validation", np.stack(images)[:, None], step, dataformats="NCHW")
+        if tracker.name == "tensorboard":  # one by one: modalities may be drawn at different sides
+            for name, image in images.items():
+                tracker.writer.add_image(f"validation/{name}", image, step, dataformats="HW")
         elif tracker.name == "wandb":
             import wandb
 
-            tracker.log({"validation": [wandb.Image(image) for image in images]}, step=step)
+            tracker.log({"validation": [wandb.Image(image, caption=name) for name, image in images.items()]},
+                        step=step)
 
 
 def save_model_card(args: argparse.Namespace, output_dir: Path, pipe: FFADiffusionPipeline, summary: dict) -> None:
@@ -499,7 +508,8 @@ def main(argv: list[str] | None = None) -> None:
         pipe.scheduler.register_to_config(prediction_type=args.prediction_type)
 
     dataset = load_data(args, pipe)
-    logger.info("Training at %d px", dataset.resolution)
+    sides = {pipe.modalities[m]: int(side) for m, side in zip(dataset.labels["modality"], dataset.sides)}
+    logger.info("Training at %s", ", ".join(f"{side} px ({name})" for name, side in sorted(sides.items())))
     validation = validation_sources(args, dataset) if args.validation_steps else []
     parameters = trainable_modules(pipe, args)
     if args.gradient_checkpointing:
@@ -509,8 +519,13 @@ def main(argv: list[str] | None = None) -> None:
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
     pipe.vae.to(accelerator.device, dtype=weight_dtype)
     train_data = CachedLatents(dataset, pipe.vae) if args.cache_latents else dataset
-    dataloader = torch.utils.data.DataLoader(train_data, batch_size=args.train_batch_size, shuffle=True,
-                                             collate_fn=collate, num_workers=args.dataloader_num_workers)
+    # rows drawn at several sides go in batches of one side; otherwise the plain shuffled loader
+    side_batches = SideBatchSampler(dataset.sides, args.train_batch_size, args.seed) \
+        if len(set(dataset.sides)) > 1 else None
+    batching = {"batch_sampler": side_batches} if side_batches else {"batch_size": args.train_batch_size,
+                                                                      "shuffle": True}
+    dataloader = torch.utils.data.DataLoader(train_data, collate_fn=collate,
+                                             num_workers=args.dataloader_num_workers, **batching)
     if args.scale_lr:
         args.learning_rate *= args.gradient_accumulation_steps * args.train_batch_size * accelerator.num_processes
     optimizer = torch.optim.AdamW(parameters, lr=args.learning_rate, betas=(args.adam_beta1, args.adam_beta2),
@@ -554,6 +569,8 @@ def main(argv: list[str] | None = None) -> None:
     for epoch in range(first_epoch, args.num_train_epochs):
         train_data.set_epoch(epoch)
         dataloader.set_epoch(epoch)
+        if side_batches is not None:  # under several processes accelerate's shard does not pass the epoch on
+            side_batches.set_epoch(epoch)
         batches = accelerator.skip_first_batches(dataloader, resume_batches) if resume_batches else dataloader
         resume_batches = 0
         for batch in batches:
