@@ -78,6 +78,15 @@ def _as_list(value: Any, batch_size: int, name: str) -> list:
     return [value] * batch_size
 
 
+def _angiogram_list(angiogram: Any) -> list:
+    """`angiogram` as a list of images: a batch array or tensor (as `output_type="np"` / `"pt"` return) is split."""
+    if isinstance(angiogram, (list, tuple)):
+        return list(angiogram)
+    if isinstance(angiogram, (np.ndarray, torch.Tensor)) and angiogram.ndim == 4:
+        return list(angiogram)
+    return [angiogram]
+
+
 def make_scheduler(name: str, config) -> SchedulerMixin:
     """A scheduler name from `SCHEDULERS` -> that scheduler with a checkpoint's noise schedule (`config`)."""
     if name not in SCHEDULERS:
@@ -249,6 +258,9 @@ class FFADiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         height: int | None,
         width: int | None,
         callback_on_step_end_tensor_inputs: list[str] | None,
+        angiogram: Any = None,
+        strength: float = 1.0,
+        latents: torch.Tensor | None = None,
     ) -> None:
         """Validate everything before any work; errors name the bad value and the allowed ones."""
         if image is None or (isinstance(image, (list, tuple)) and len(image) == 0):
@@ -284,6 +296,21 @@ class FFADiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             unknown = [k for k in callback_on_step_end_tensor_inputs if k not in self._callback_tensor_inputs]
             if unknown:
                 raise ValueError(f"Unknown callback tensor inputs {unknown}; allowed: {self._callback_tensor_inputs}")
+        if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0 < strength <= 1:
+            raise ValueError(f"`strength` must be a number in (0, 1], got {strength!r}")
+        if angiogram is None:
+            if strength != 1:
+                raise ValueError(f"`strength` {strength} needs an `angiogram` to start from; without one it must be 1")
+            return
+        if latents is not None:
+            raise ValueError("Give `angiogram` or `latents`, not both: the noise of an angiogram's start is drawn")
+        if int(num_inference_steps * strength) < 1:
+            raise ValueError(f"`strength` {strength} of {num_inference_steps} steps runs no step; "
+                             f"it must be >= 1 / num_inference_steps = {1 / num_inference_steps:.3g}")
+        count = len(_angiogram_list(angiogram))
+        if count not in (batch_size, batch_size * num_images_per_prompt):
+            raise ValueError(f"`angiogram` has {count} images; give one per input image ({batch_size}) or one per "
+                             f"output ({batch_size * num_images_per_prompt})")
 
     # -------------------------------------------------------------------------------------------- latents
     def _vae_latents(self, images: torch.Tensor) -> torch.Tensor:
@@ -297,6 +324,38 @@ class FFADiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         """Encode the preprocessed source images once and repeat them for each sample."""
         latents = self._vae_latents(images)
         return latents.repeat_interleave(num_images_per_prompt, dim=0)
+
+    def prepare_angiogram_latents(
+        self,
+        angiogram: Any,
+        num_outputs: int,
+        height: int,
+        width: int,
+        timestep: torch.Tensor,
+        generator: torch.Generator | list[torch.Generator] | None,
+    ) -> torch.Tensor:
+        """The angiograms to start from, resized to `height` x `width`, encoded and noised to `timestep` (as
+        diffusers' img2img pipelines start from an image): one per input image, repeated for its samples, or one per
+        output."""
+        greys = [self.image_processor.to_float_rgb(item).mean(axis=2) for item in _angiogram_list(angiogram)]
+        pixels = torch.cat([
+            torch.nn.functional.interpolate(torch.from_numpy(grey)[None, None], size=(height, width), mode="bicubic",
+                                            antialias=True)
+            for grey in greys
+        ]).clamp(0, 1)
+        latents = self._vae_latents((pixels * 2 - 1).repeat(1, 3, 1, 1).to(self._execution_device))
+        latents = latents.repeat_interleave(num_outputs // len(greys), dim=0).to(self.unet.dtype)
+        noise = randn_tensor(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
+        return self.scheduler.add_noise(latents, noise, timestep.repeat(num_outputs))
+
+    def get_timesteps(self, num_inference_steps: int, strength: float) -> torch.Tensor:
+        """The last `strength` of the schedule (diffusers' img2img rule): the steps from an angiogram noised that
+        far."""
+        steps = min(int(num_inference_steps * strength), num_inference_steps)
+        start = (num_inference_steps - steps) * self.scheduler.order
+        if hasattr(self.scheduler, "set_begin_index"):
+            self.scheduler.set_begin_index(start)
+        return self.scheduler.timesteps[start:]
 
     def prepare_latents(
         self,
@@ -414,6 +473,8 @@ class FFADiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         num_images_per_prompt: int = 1,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
+        angiogram: Any = None,
+        strength: float = 1.0,
         height: int | None = None,
         width: int | None = None,
         output_type: str = "pil",
@@ -439,6 +500,12 @@ class FFADiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             num_images_per_prompt: samples per input image (e.g. for uncertainty maps).
             generator: torch generator(s) for reproducibility; same seed, same output.
             latents: pre-generated initial noise `[B * num_images_per_prompt, C, H/8, W/8]`.
+            angiogram: an angiogram to start from instead of pure noise, one per input image or one per output, in
+                this pipeline's square frame at any side (e.g. its own output with `output_size=None`, as PIL, or
+                the batch that `output_type="np"` or `"pt"` returns). It is resized to `height` x `width`,
+                encoded and noised to `strength`, and only the last `strength` of the steps run: drawn at a small
+                side and redrawn at a larger one with `strength` 0.5, a frame keeps its layout and gains detail.
+            strength: how much of the schedule to run from `angiogram` (0 < strength <= 1; 1 without one).
             height, width: model resolution (default: `pipe.resolution_for(modality)`, the checkpoint's side for the
                 modality, else the UNet's sample size x the VAE scale factor).
             output_type: "pil" (grey `PIL.Image`), "np" (`[B, H, W, 1]` float in [0, 1]) or "pt" (`[B, 1, H, W]`).
@@ -457,7 +524,8 @@ class FFADiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         )
         self.check_inputs(
             image, modality, disease, phase, num_inference_steps, image_guidance_scale, label_guidance_scale,
-            num_images_per_prompt, output_type, height, width, callback_on_step_end_tensor_inputs,
+            num_images_per_prompt, output_type, height, width, callback_on_step_end_tensor_inputs, angiogram,
+            strength, latents,
         )
         self._image_guidance_scale = float(image_guidance_scale)
         self._label_guidance_scale = float(label_guidance_scale)
@@ -502,25 +570,30 @@ class FFADiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             image_latents, modality_ids, disease_ids, phase_seconds, branches
         )
 
-        # 4. Timesteps and initial noise.
+        # 4. Timesteps and initial noise (or the given angiogram, noised to `strength`).
         self.scheduler.set_timesteps(num_inference_steps, device=device)
-        timesteps = self.scheduler.timesteps
+        timesteps = self.scheduler.timesteps if angiogram is None else self.get_timesteps(num_inference_steps, strength)
         self._num_timesteps = len(timesteps)
-        latents = self.prepare_latents(
-            batch_size * num_images_per_prompt,
-            self.vae.config.latent_channels,
-            height,
-            width,
-            self.unet.dtype,
-            device,
-            generator,
-            latents,
-        )
+        if angiogram is None:
+            latents = self.prepare_latents(
+                batch_size * num_images_per_prompt,
+                self.vae.config.latent_channels,
+                height,
+                width,
+                self.unet.dtype,
+                device,
+                generator,
+                latents,
+            )
+        else:
+            latents = self.prepare_angiogram_latents(
+                angiogram, batch_size * num_images_per_prompt, height, width, timesteps[:1], generator
+            )
         accepts_generator = "generator" in inspect.signature(self.scheduler.step).parameters
         step_kwargs = {"generator": generator} if accepts_generator and not isinstance(generator, list) else {}
 
         # 5. Denoising loop.
-        with self.progress_bar(total=num_inference_steps) as progress_bar:
+        with self.progress_bar(total=len(timesteps)) as progress_bar:
             for i, t in enumerate(timesteps):
                 model_input = self.scheduler.scale_model_input(torch.cat([latents] * len(branches)), t)
                 model_input = torch.cat([model_input, shared_latents], dim=1)

@@ -55,6 +55,38 @@ def test_schedulers_are_swappable(tiny_pipe, fundus_like, scheduler_class):
     assert out.images.shape == (1, 32, 32, 1) and np.isfinite(out.images).all()
 
 
+@pytest.mark.parametrize(
+    "scheduler_class", [DDIMScheduler, DPMSolverMultistepScheduler, UniPCMultistepScheduler, EulerDiscreteScheduler]
+)
+def test_an_angiogram_is_redrawn_larger_from_its_last_steps(tiny_pipe, fundus_like, scheduler_class):
+    """A two-pass draw: the output at the model's side, then noised to `strength` and its last steps run at twice
+    the side, with any scheduler."""
+    original = tiny_pipe.scheduler
+    tiny_pipe.scheduler = scheduler_class.from_config(original.config)
+    steps = []
+    try:
+        low = tiny_pipe(fundus_like, output_type="np", generator=seeded(), num_inference_steps=4).images
+        high = tiny_pipe(fundus_like, angiogram=low, strength=0.5, num_inference_steps=4, height=64, width=64,
+                         output_type="np", generator=seeded(),
+                         callback_on_step_end=lambda pipe, i, t, kw: steps.append(int(t)) or {}).images
+        tiny_pipe.scheduler.set_timesteps(4)
+        schedule = [int(t) for t in tiny_pipe.scheduler.timesteps]
+    finally:
+        tiny_pipe.scheduler = original
+    assert high.shape == (1, 64, 64, 1) and np.isfinite(high).all()
+    assert steps == schedule[-2:]
+
+
+def test_an_angiogram_per_image_or_per_output(tiny_pipe, fundus_like):
+    pil = tiny_pipe(fundus_like, generator=seeded(), **FAST).images
+    per_image = tiny_pipe(fundus_like, angiogram=pil, strength=0.5, num_images_per_prompt=2, output_type="np",
+                          generator=seeded(), **FAST).images
+    per_output = tiny_pipe(fundus_like, angiogram=pil * 2, strength=0.5, num_images_per_prompt=2, output_type="np",
+                           generator=seeded(), **FAST).images
+    np.testing.assert_allclose(per_image, per_output, atol=1e-6)
+    assert not np.allclose(per_image[0], per_image[1])  # each sample its own noise
+
+
 def test_batched_input_with_per_image_labels(tiny_pipe, fundus_like):
     images = [fundus_like, PIL.Image.fromarray(fundus_like).convert("L"), torch.rand(3, 40, 40)]
     out = tiny_pipe(
@@ -139,6 +171,11 @@ BAD_CALLS = [
     ({"output_type": "jpeg"}, ValueError, "jpeg"),
     ({"image_guidance_scale": float("nan")}, ValueError, "nan"),
     ({"height": 18}, ValueError, "18"),
+    ({"strength": 0.5}, ValueError, "needs an `angiogram`"),
+    ({"strength": 1.5, "angiogram": np.zeros((32, 32))}, ValueError, "1.5"),
+    ({"strength": 0.25, "angiogram": np.zeros((32, 32))}, ValueError, r"0.25 of 2 steps runs no step.*0\.5"),
+    ({"angiogram": [np.zeros((32, 32))] * 3}, ValueError, "3 images; give one per input image"),
+    ({"angiogram": np.zeros((32, 32)), "latents": torch.zeros(1, 4, 16, 16)}, ValueError, "not both"),
 ]
 
 
