@@ -48,7 +48,8 @@ CONV_IN_WEIGHT_NAME = "unet_conv_in.safetensors"
 CUSTOM_COMPONENTS = ("condition_encoder", "disease_embedding")
 OUTPUT_TYPES = ("pil", "np", "pt")
 PIPELINE_SETTINGS = (
-    "max_input_pixels", "default_num_inference_steps", "default_image_guidance_scale", "default_label_guidance_scale"
+    "max_input_pixels", "default_num_inference_steps", "default_image_guidance_scale", "default_label_guidance_scale",
+    "modality_resolutions",
 )  # non-component entries of model_index.json
 SCHEDULERS = {  # short names for the command lines and the evaluation tables
     "ddim": DDIMScheduler,
@@ -77,6 +78,15 @@ def _as_list(value: Any, batch_size: int, name: str) -> list:
     return [value] * batch_size
 
 
+def _angiogram_list(angiogram: Any) -> list:
+    """`angiogram` as a list of images: a batch array or tensor (as `output_type="np"` / `"pt"` return) is split."""
+    if isinstance(angiogram, (list, tuple)):
+        return list(angiogram)
+    if isinstance(angiogram, (np.ndarray, torch.Tensor)) and angiogram.ndim == 4:
+        return list(angiogram)
+    return [angiogram]
+
+
 def make_scheduler(name: str, config) -> SchedulerMixin:
     """A scheduler name from `SCHEDULERS` -> that scheduler with a checkpoint's noise schedule (`config`)."""
     if name not in SCHEDULERS:
@@ -96,7 +106,9 @@ class FFADiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         scheduler ([`SchedulerMixin`]): any diffusers scheduler (DDIM, DPMSolverMultistep, UniPC, Euler, ...).
 
     The vocabularies (modalities, diseases, named phases) live in the components' configs; see `modalities`,
-    `diseases` and `phases`.
+    `diseases` and `phases`. The checkpoint's recommended settings live in `model_index.json`: sampling
+    (`default_num_inference_steps`, `default_*_guidance_scale`) and `modality_resolutions`, the output side of a
+    modality drawn at other than `default_resolution` (see `resolution_for`).
     """
 
     model_cpu_offload_seq = "condition_encoder->unet->vae"
@@ -116,6 +128,7 @@ class FFADiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         default_num_inference_steps: int = 20,
         default_image_guidance_scale: float = 1.5,
         default_label_guidance_scale: float = 1.5,
+        modality_resolutions: dict[str, int] | None = None,
     ):
         super().__init__()
         self.register_modules(
@@ -132,8 +145,10 @@ class FFADiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             default_num_inference_steps=default_num_inference_steps,
             default_image_guidance_scale=default_image_guidance_scale,
             default_label_guidance_scale=default_label_guidance_scale,
+            modality_resolutions=dict(modality_resolutions or {}),
         )
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        self.check_modality_resolutions(self.config.modality_resolutions)
         self.image_processor = FFAImageProcessor(
             resolution=self.default_resolution, max_pixels=max_input_pixels
         )
@@ -183,6 +198,37 @@ class FFADiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
     def default_resolution(self) -> int:
         return int(self.unet.config.sample_size) * self.vae_scale_factor
 
+    @property
+    def size_multiple(self) -> int:
+        """Output sides must be multiples of this (VAE x UNet downsampling)."""
+        return self.vae_scale_factor * 2 ** (len(self.unet.config.block_out_channels) - 1)
+
+    def check_resolution(self, resolution: int) -> int:
+        """A training or evaluation `--resolution`, checked against `size_multiple`; ValueError naming it."""
+        if resolution % self.size_multiple:
+            raise ValueError(f"--resolution must be divisible by {self.size_multiple} (VAE x UNet downsampling), "
+                             f"got {resolution}")
+        return resolution
+
+    def resolution_for(self, modality: str | list[str]) -> int:
+        """The output side when `height`/`width` are not given: the checkpoint's `modality_resolutions` entry for
+        the modality (the largest of a batch's), else `default_resolution`. A checkpoint records a larger side for a
+        modality whose images show more than the model can draw at its own (a 200-degree UWF frame at 256 px)."""
+        names = modality if isinstance(modality, (list, tuple)) else [modality]
+        resolutions = self.config.get("modality_resolutions") or {}
+        return max(int(resolutions.get(name, self.default_resolution)) for name in names)
+
+    def check_modality_resolutions(self, resolutions: dict[str, int]) -> None:
+        """Each entry a known modality and a positive multiple of `size_multiple`; errors name the bad one."""
+        for name, size in resolutions.items():
+            if name not in self.modalities:
+                raise ValueError(f"Unknown modality {name!r} in modality_resolutions; this model knows "
+                                 f"{self.modalities}")
+            multiple = self.size_multiple
+            if isinstance(size, bool) or not isinstance(size, int) or size < multiple or size % multiple:
+                raise ValueError(f"modality_resolutions[{name!r}] must be a multiple of {multiple} (>= {multiple}), "
+                                 f"got {size!r}")
+
     # ------------------------------------------------------------------------------------------------- inputs
     def phase_to_seconds(self, phase: str | float | int) -> float:
         """A phase name of this model, or seconds in [0, max_phase_seconds]; ValueError/TypeError otherwise."""
@@ -212,6 +258,9 @@ class FFADiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         height: int | None,
         width: int | None,
         callback_on_step_end_tensor_inputs: list[str] | None,
+        angiogram: Any = None,
+        strength: float = 1.0,
+        latents: torch.Tensor | None = None,
     ) -> None:
         """Validate everything before any work; errors name the bad value and the allowed ones."""
         if image is None or (isinstance(image, (list, tuple)) and len(image) == 0):
@@ -239,7 +288,7 @@ class FFADiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
                 raise ValueError(f"`{name}` must be a finite number >= 0, got {scale!r}")
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"Unknown output_type {output_type!r}; allowed: {list(OUTPUT_TYPES)}")
-        multiple = self.vae_scale_factor * 2 ** (len(self.unet.config.block_out_channels) - 1)
+        multiple = self.size_multiple
         for name, size in (("height", height), ("width", width)):
             if size is not None and (not isinstance(size, int) or size < multiple or size % multiple):
                 raise ValueError(f"`{name}` must be a multiple of {multiple} (>= {multiple}), got {size!r}")
@@ -247,6 +296,21 @@ class FFADiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             unknown = [k for k in callback_on_step_end_tensor_inputs if k not in self._callback_tensor_inputs]
             if unknown:
                 raise ValueError(f"Unknown callback tensor inputs {unknown}; allowed: {self._callback_tensor_inputs}")
+        if isinstance(strength, bool) or not isinstance(strength, (int, float)) or not 0 < strength <= 1:
+            raise ValueError(f"`strength` must be a number in (0, 1], got {strength!r}")
+        if angiogram is None:
+            if strength != 1:
+                raise ValueError(f"`strength` {strength} needs an `angiogram` to start from; without one it must be 1")
+            return
+        if latents is not None:
+            raise ValueError("Give `angiogram` or `latents`, not both: the noise of an angiogram's start is drawn")
+        if int(num_inference_steps * strength) < 1:
+            raise ValueError(f"`strength` {strength} of {num_inference_steps} steps runs no step; "
+                             f"it must be >= 1 / num_inference_steps = {1 / num_inference_steps:.3g}")
+        count = len(_angiogram_list(angiogram))
+        if count not in (batch_size, batch_size * num_images_per_prompt):
+            raise ValueError(f"`angiogram` has {count} images; give one per input image ({batch_size}) or one per "
+                             f"output ({batch_size * num_images_per_prompt})")
 
     # -------------------------------------------------------------------------------------------- latents
     def _vae_latents(self, images: torch.Tensor) -> torch.Tensor:
@@ -260,6 +324,38 @@ class FFADiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         """Encode the preprocessed source images once and repeat them for each sample."""
         latents = self._vae_latents(images)
         return latents.repeat_interleave(num_images_per_prompt, dim=0)
+
+    def prepare_angiogram_latents(
+        self,
+        angiogram: Any,
+        num_outputs: int,
+        height: int,
+        width: int,
+        timestep: torch.Tensor,
+        generator: torch.Generator | list[torch.Generator] | None,
+    ) -> torch.Tensor:
+        """The angiograms to start from, resized to `height` x `width`, encoded and noised to `timestep` (as
+        diffusers' img2img pipelines start from an image): one per input image, repeated for its samples, or one per
+        output."""
+        greys = [self.image_processor.to_float_rgb(item).mean(axis=2) for item in _angiogram_list(angiogram)]
+        pixels = torch.cat([
+            torch.nn.functional.interpolate(torch.from_numpy(grey)[None, None], size=(height, width), mode="bicubic",
+                                            antialias=True)
+            for grey in greys
+        ]).clamp(0, 1)
+        latents = self._vae_latents((pixels * 2 - 1).repeat(1, 3, 1, 1).to(self._execution_device))
+        latents = latents.repeat_interleave(num_outputs // len(greys), dim=0).to(self.unet.dtype)
+        noise = randn_tensor(latents.shape, generator=generator, device=latents.device, dtype=latents.dtype)
+        return self.scheduler.add_noise(latents, noise, timestep.repeat(num_outputs))
+
+    def get_timesteps(self, num_inference_steps: int, strength: float) -> torch.Tensor:
+        """The last `strength` of the schedule (diffusers' img2img rule): the steps from an angiogram noised that
+        far."""
+        steps = min(int(num_inference_steps * strength), num_inference_steps)
+        start = (num_inference_steps - steps) * self.scheduler.order
+        if hasattr(self.scheduler, "set_begin_index"):
+            self.scheduler.set_begin_index(start)
+        return self.scheduler.timesteps[start:]
 
     def prepare_latents(
         self,
@@ -377,6 +473,8 @@ class FFADiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         num_images_per_prompt: int = 1,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
+        angiogram: Any = None,
+        strength: float = 1.0,
         height: int | None = None,
         width: int | None = None,
         output_type: str = "pil",
@@ -402,7 +500,14 @@ class FFADiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             num_images_per_prompt: samples per input image (e.g. for uncertainty maps).
             generator: torch generator(s) for reproducibility; same seed, same output.
             latents: pre-generated initial noise `[B * num_images_per_prompt, C, H/8, W/8]`.
-            height, width: model resolution (default: the UNet's sample size x the VAE scale factor).
+            angiogram: an angiogram to start from instead of pure noise, one per input image or one per output, in
+                this pipeline's square frame at any side (e.g. its own output with `output_size=None`, as PIL, or
+                the batch that `output_type="np"` or `"pt"` returns). It is resized to `height` x `width`,
+                encoded and noised to `strength`, and only the last `strength` of the steps run: drawn at a small
+                side and redrawn at a larger one with `strength` 0.5, a frame keeps its layout and gains detail.
+            strength: how much of the schedule to run from `angiogram` (0 < strength <= 1; 1 without one).
+            height, width: model resolution (default: `pipe.resolution_for(modality)`, the checkpoint's side for the
+                modality, else the UNet's sample size x the VAE scale factor).
             output_type: "pil" (grey `PIL.Image`), "np" (`[B, H, W, 1]` float in [0, 1]) or "pt" (`[B, 1, H, W]`).
             output_size: None (model resolution), "input" (each output mapped back onto its input's size and
                 framing) or an explicit `(height, width)`.
@@ -419,18 +524,19 @@ class FFADiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         )
         self.check_inputs(
             image, modality, disease, phase, num_inference_steps, image_guidance_scale, label_guidance_scale,
-            num_images_per_prompt, output_type, height, width, callback_on_step_end_tensor_inputs,
+            num_images_per_prompt, output_type, height, width, callback_on_step_end_tensor_inputs, angiogram,
+            strength, latents,
         )
         self._image_guidance_scale = float(image_guidance_scale)
         self._label_guidance_scale = float(label_guidance_scale)
         images = list(image) if isinstance(image, (list, tuple)) else [image]
         batch_size = len(images)
-        height = height or self.default_resolution
-        width = width or self.default_resolution
+        modalities = _as_list(modality, batch_size, "modality")
+        height = height or self.resolution_for(modalities)
+        width = width or self.resolution_for(modalities)
         device = self._execution_device
 
         # 1. Preprocess: field of view -> square -> model resolution, in [-1, 1].
-        modalities = _as_list(modality, batch_size, "modality")
         rgbs, framings = self.image_processor.decode_and_frame(images)
         pixels = self.image_processor.framed_pixels(rgbs, framings, resolution=max(height, width))
         if pixels.shape[-2:] != (height, width):
@@ -464,25 +570,30 @@ class FFADiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             image_latents, modality_ids, disease_ids, phase_seconds, branches
         )
 
-        # 4. Timesteps and initial noise.
+        # 4. Timesteps and initial noise (or the given angiogram, noised to `strength`).
         self.scheduler.set_timesteps(num_inference_steps, device=device)
-        timesteps = self.scheduler.timesteps
+        timesteps = self.scheduler.timesteps if angiogram is None else self.get_timesteps(num_inference_steps, strength)
         self._num_timesteps = len(timesteps)
-        latents = self.prepare_latents(
-            batch_size * num_images_per_prompt,
-            self.vae.config.latent_channels,
-            height,
-            width,
-            self.unet.dtype,
-            device,
-            generator,
-            latents,
-        )
+        if angiogram is None:
+            latents = self.prepare_latents(
+                batch_size * num_images_per_prompt,
+                self.vae.config.latent_channels,
+                height,
+                width,
+                self.unet.dtype,
+                device,
+                generator,
+                latents,
+            )
+        else:
+            latents = self.prepare_angiogram_latents(
+                angiogram, batch_size * num_images_per_prompt, height, width, timesteps[:1], generator
+            )
         accepts_generator = "generator" in inspect.signature(self.scheduler.step).parameters
         step_kwargs = {"generator": generator} if accepts_generator and not isinstance(generator, list) else {}
 
         # 5. Denoising loop.
-        with self.progress_bar(total=num_inference_steps) as progress_bar:
+        with self.progress_bar(total=len(timesteps)) as progress_bar:
             for i, t in enumerate(timesteps):
                 model_input = self.scheduler.scale_model_input(torch.cat([latents] * len(branches)), t)
                 model_input = torch.cat([model_input, shared_latents], dim=1)
