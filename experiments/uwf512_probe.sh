@@ -27,21 +27,9 @@ PAIRS="python train/make_angiogram_pairs.py --layout uwf_triplets --input $UWF -
 [ -d data/angiogram-pairs-test ] || python train/make_angiogram_pairs.py --input ../shared/data/ffa_real --split test \
   --no_foveal_pit --output_dir data/angiogram-pairs-test
 
-check() {  # check MODEL_DIR NAME: the real-photo check and the real paired evaluations
-  python experiments/real_photo_check.py --model "$1" --output_dir "$OUT/rpc-$2"
-  for DATA in registered as-acquired; do
-    python train/evaluate.py --model "$1" --train_data_dir "data/uwf-$DATA" --split test \
-      --target_image_column target_image --phase_column phase --baselines --output_dir "$OUT/eval-$2-$DATA"
-  done
-  python train/evaluate.py --model "$1" --train_data_dir data/angiogram-pairs-test --split test \
-    --target_image_column ffa_arterial,ffa_early,ffa_mid,ffa_late \
-    --phase_column ffa_arterial_seconds,ffa_early_seconds,ffa_mid_seconds,ffa_late_seconds --baselines \
-    --output_dir "$OUT/eval-$2-angio"
-}
-
 rm -rf "$OUT/ffa-3j-uwf512" && cp -r "$MODEL" "$OUT/ffa-3j-uwf512"
 python train/set_sampling_defaults.py --model "$OUT/ffa-3j-uwf512" --modality_resolutions uwf_slo=512
-check "$OUT/ffa-3j-uwf512" 3j512
+bash experiments/check_uwf_model.sh "$OUT/ffa-3j-uwf512" 3j512
 
 eval "$(sed -n '/^FINE_TUNE=(/,/)$/p' experiments/train_default.sh)"
 python train/train_ffa.py --pretrained_ffa_model "$MODEL" \
@@ -49,6 +37,6 @@ python train/train_ffa.py --pretrained_ffa_model "$MODEL" \
   "${FINE_TUNE[@]}" --loss_mask_column loss_mask --resolution 512 --max_train_steps 300 --checkpointing_steps 300 \
   --output_dir "$OUT/ffa-uwf512"
 python train/set_sampling_defaults.py --model "$OUT/ffa-uwf512" --like "$MODEL" --modality_resolutions uwf_slo=512
-check "$OUT/ffa-uwf512" uwf512
+bash experiments/check_uwf_model.sh "$OUT/ffa-uwf512" uwf512
 # The phantom test set, with the pix2pix baseline of the default model's evaluation when it is there.
 MODEL="$OUT/ffa-uwf512" OUT="$OUT/eval-uwf512-phantom" PIX2PIX=${PIX2PIX:-} bash experiments/evaluate_default.sh
