@@ -338,6 +338,10 @@ class FFADiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         diffusers' img2img pipelines start from an image): one per input image, repeated for its samples, or one per
         output."""
         greys = [self.image_processor.to_float_rgb(item).mean(axis=2) for item in _angiogram_list(angiogram)]
+        for index, grey in enumerate(greys):
+            if grey.shape[0] != grey.shape[1]:
+                raise ValueError(f"`angiogram` {index} is {grey.shape[1]}x{grey.shape[0]}, not square: give it in the "
+                                 "pipeline's frame (its own output with `output_size=None`)")
         pixels = torch.cat([
             torch.nn.functional.interpolate(torch.from_numpy(grey)[None, None], size=(height, width), mode="bicubic",
                                             antialias=True)

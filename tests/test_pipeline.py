@@ -176,6 +176,7 @@ BAD_CALLS = [
     ({"strength": 0.25, "angiogram": np.zeros((32, 32))}, ValueError, r"0.25 of 2 steps runs no step.*0\.5"),
     ({"angiogram": [np.zeros((32, 32))] * 3}, ValueError, "3 images; give one per input image"),
     ({"angiogram": np.zeros((32, 32)), "latents": torch.zeros(1, 4, 16, 16)}, ValueError, "not both"),
+    ({"angiogram": np.zeros((32, 48)), "strength": 0.5}, ValueError, "0 is 48x32, not square"),
 ]
 
 
