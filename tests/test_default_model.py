@@ -7,6 +7,7 @@ model, not a slightly worse one. Speed is measured in benchmarks/, never asserte
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -14,6 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
+import ffa_pipeline
 from ffa_pipeline import DEFAULT_MODEL_DIR, load_default_pipeline
 from ffa_pipeline.anatomy import disc_at, find_fovea, fovea_distance
 from ffa_pipeline.baselines import inverted_green
@@ -38,6 +40,17 @@ def test_default_model_is_shipped_small_and_in_the_hub_layout():
     assert (DEFAULT_MODEL_DIR / "pipeline.py").is_file() and (DEFAULT_MODEL_DIR / "README.md").is_file()
     size = sum(path.stat().st_size for path in DEFAULT_MODEL_DIR.rglob("*") if path.is_file())
     assert size <= MAX_MEGABYTES * 1024 * 1024, f"{size / 2**20:.1f} MB"
+
+
+def test_default_model_ships_the_packages_code():
+    """Users who load it with plain diffusers (`trust_remote_code`) run the code saved beside it: the package's."""
+    package = Path(ffa_pipeline.__file__).parent
+    shipped = sorted(DEFAULT_MODEL_DIR.rglob("*.py"))
+    assert shipped
+    for path in shipped:
+        source = package / ("pipeline_ffa.py" if path.name == "pipeline.py" else path.name)
+        assert path.read_bytes() == source.read_bytes(), \
+            f"{path} differs from {source}: save the model again (train_default.sh step 5)"
 
 
 def test_default_model_loads_trained_with_the_whole_vocabulary(default_pipe):
