@@ -3,7 +3,8 @@
 # ultra-widefield frames, but on all of step 3j's data, each row at the side the model draws its modality at
 # (`modality_resolutions` {uwf_slo: 512}; train_ffa.py batches rows of one side together): the UWF rows at 512 px,
 # the photos and OCT en-face rows at 256 px. Does that keep the other modalities from drifting (they did when the
-# fine-tune saw UWF rows alone)? Then the same checks as the probe. Not shipped.
+# fine-tune saw UWF rows alone)? Then the same checks as the probe (about 75 min caching + 27 min training + 20 min
+# checks on the 2-core CPU). Not shipped.
 # Results: experiments/results/uwf512_mixed.md.
 set -euo pipefail
 MODEL=${MODEL:-assets/ffa-default}
@@ -20,3 +21,6 @@ python train/train_ffa.py --pretrained_ffa_model "$OUT/ffa-3j-mixed-start" \
   "${FINE_TUNE[@]}" --loss_mask_column loss_mask --max_train_steps 300 --checkpointing_steps 300 \
   --output_dir "$OUT/ffa-uwf512-mixed"
 python train/set_sampling_defaults.py --model "$OUT/ffa-uwf512-mixed" --like "$MODEL" --modality_resolutions uwf_slo=512
+bash experiments/check_uwf_model.sh "$OUT/ffa-uwf512-mixed" mixed
+# The phantom test set, with the pix2pix baseline of the default model's evaluation when it is there.
+MODEL="$OUT/ffa-uwf512-mixed" OUT="$OUT/eval-mixed-phantom" PIX2PIX=${PIX2PIX:-} bash experiments/evaluate_default.sh
