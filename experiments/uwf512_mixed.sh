@@ -5,22 +5,30 @@
 # the photos and OCT en-face rows at 256 px. Does that keep the other modalities from drifting (they did when the
 # fine-tune saw UWF rows alone)? Then the same checks as the probe (about 75 min caching + 27 min training + 20 min
 # checks on the 2-core CPU). Not shipped.
+# UWF_SIDE=256 runs the control: the same 300 steps with every row at 256 px, as in step 3j itself; if the photos
+# drift there too, the drift comes from the extra training (a fresh optimiser and warm-up), not from the 512 px rows
+# (about 25 min caching + 8 min training + 20 min checks).
 # Results: experiments/results/uwf512_mixed.md.
 set -euo pipefail
 MODEL=${MODEL:-assets/ffa-default}
 OUT=${OUT:-runs}
+UWF_SIDE=${UWF_SIDE:-512}
 A=data/angiogram-pairs-pit L=data/uwf-angiogram-pairs-slolids-768 S=data/uwf-slo-pairs-768
 for DATA in data/phantom-train data/phantom-uwf-768 $A $L $S; do
   [ -d "$DATA" ] || { echo "$DATA is missing: run experiments/train_default.sh (steps 1-3j) first" >&2; exit 1; }
 done
-rm -rf "$OUT/ffa-3j-mixed-start" && cp -r "$MODEL" "$OUT/ffa-3j-mixed-start"
-python train/set_sampling_defaults.py --model "$OUT/ffa-3j-mixed-start" --modality_resolutions uwf_slo=512
+if [ "$UWF_SIDE" = 256 ]; then
+  START=$MODEL NAME=more256 RUN=$OUT/ffa-3j-more256 SIDES=()
+else
+  START=$OUT/ffa-3j-mixed-start NAME=mixed RUN=$OUT/ffa-uwf$UWF_SIDE-mixed SIDES=(--modality_resolutions "uwf_slo=$UWF_SIDE")
+  rm -rf "$START" && cp -r "$MODEL" "$START"
+  python train/set_sampling_defaults.py --model "$START" "${SIDES[@]}"
+fi
 eval "$(sed -n '/^FINE_TUNE=(/,/)$/p' experiments/train_default.sh)"
-python train/train_ffa.py --pretrained_ffa_model "$OUT/ffa-3j-mixed-start" \
+python train/train_ffa.py --pretrained_ffa_model "$START" \
   --train_data_dir data/phantom-train data/phantom-uwf-768 $A $A $A $L $S $S $S $S $S $S $S $S $S $S \
-  "${FINE_TUNE[@]}" --loss_mask_column loss_mask --max_train_steps 300 --checkpointing_steps 300 \
-  --output_dir "$OUT/ffa-uwf512-mixed"
-python train/set_sampling_defaults.py --model "$OUT/ffa-uwf512-mixed" --like "$MODEL" --modality_resolutions uwf_slo=512
-bash experiments/check_uwf_model.sh "$OUT/ffa-uwf512-mixed" mixed
+  "${FINE_TUNE[@]}" --loss_mask_column loss_mask --max_train_steps 300 --checkpointing_steps 300 --output_dir "$RUN"
+python train/set_sampling_defaults.py --model "$RUN" --like "$MODEL" "${SIDES[@]}"
+bash experiments/check_uwf_model.sh "$RUN" "$NAME"
 # The phantom test set, with the pix2pix baseline of the default model's evaluation when it is there.
-MODEL="$OUT/ffa-uwf512-mixed" OUT="$OUT/eval-mixed-phantom" PIX2PIX=${PIX2PIX:-} bash experiments/evaluate_default.sh
+MODEL="$RUN" OUT="$OUT/eval-$NAME-phantom" PIX2PIX=${PIX2PIX:-} bash experiments/evaluate_default.sh
