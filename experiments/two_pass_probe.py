@@ -8,9 +8,9 @@ Runs `experiments/real_photo_check.py` or `train/evaluate.py` unchanged, with ev
 default model), then the refiner (another checkpoint's UNet, condition encoder and disease embedding; the model
 itself when REFINER is unset) redraws it at SIDE (512) from that draft with the pipeline's `angiogram` and
 `strength` (STRENGTH of the same schedule, or of a schedule of STEPS steps: 0.5 of the default 2 steps is its last
-step, 0.75 of 4 steps its last 3). Other modalities are drawn
-as usual. Why: at 256 px the default model puts the disc, fovea and lids where they are but draws the vessels thick,
-few and dim; a model fine-tuned at 512 px draws them thin and many but loses the disc (experiments/uwf512_probe.sh).
+step, 0.75 of 4 steps its last 3). Other modalities are drawn as usual. Why: at 256 px the default model puts the
+disc, fovea and lids where they are but draws the vessels thick, few and dim; a model fine-tuned at 512 px draws
+them thin and many but loses the disc (experiments/uwf512_probe.sh).
 Results: experiments/results/two_pass_probe.md. Ours; not a shipped feature.
 """
 
