@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -178,13 +179,13 @@ def test_no_foveal_pit_renders_the_sources_without_it(tmp_path):
     assert darkness["pit"] < darkness["no pit"] - 0.1
 
 
-def test_the_pit_goes_where_the_fovea_angiogram_has_its_fovea_at_the_layouts_scale():
+def test_the_pit_goes_where_the_landmark_angiogram_has_its_fovea_at_the_layouts_scale():
     late_without_fovea = np.where(angiogram() > 0, 90, 0).astype(np.uint8)
     yy, xx = np.mgrid[:SIDE, :SIDE]
     small_fovea = (late_without_fovea * (1 - 0.8 * np.exp(-((yy - 64) ** 2 + (xx - 64) ** 2) / 9))).astype(np.uint8)
     for layout, early, wide in (("ffa_real", angiogram(), True), ("uwf_triplets", small_fovea, False)):
         photo, _ = make_angiogram_pairs.photo_from_angiogram(late_without_fovea, make_angiogram_pairs.LAYOUTS[layout],
-                                                             fovea_angiogram=early)
+                                                             landmark_angiogram=early)
         green = photo[..., 1]
         assert green[64, 64] < 0.7 * green[64, 100]  # the early frame's fovea
         assert (green[64, 64 + 4] < 0.9 * green[64, 100]) == wide  # an SLO's pit is smaller than a photo's
@@ -222,3 +223,32 @@ def test_lid_draws_need_a_rendered_uwf_source(tmp_path, capsys):
         with pytest.raises(SystemExit):
             make_angiogram_pairs.main(["--input", str(tmp_path), "--output_dir", str(tmp_path / "pairs"), *flags])
         assert "--lid_draws needs --layout uwf_triplets with a rendered source" in capsys.readouterr().err
+
+
+def test_the_optic_disc_glows_where_the_landmark_angiogram_has_its_disc():
+    late = np.where(angiogram() > 0, 90, 0).astype(np.uint8)
+    yy, xx = np.mgrid[:SIDE, :SIDE]
+    early = np.clip(late + 150.0 * np.exp(-((yy - 40) ** 2 + (xx - 90) ** 2) / 4**2), 0, 255).astype(np.uint8)
+    uwf = make_angiogram_pairs.LAYOUTS["uwf_triplets"]
+    greens = {disc: make_angiogram_pairs.photo_from_angiogram(
+        late, dataclasses.replace(uwf, optic_disc=disc), landmark_angiogram=early)[0][..., 1] for disc in (False, True)}
+    assert greens[True][40, 90] > greens[False][40, 90] + 0.2  # a near-white spot at the early frame's disc
+    assert np.hypot(*np.subtract(np.unravel_index(greens[True].argmax(), (SIDE, SIDE)), (40, 90))) <= 1.5
+    assert abs(greens[True][90, 40] - greens[False][90, 40]) < 0.01  # and nothing far from it
+
+
+def test_optic_disc_draws_a_brighter_disc_into_the_uwf_sources(tmp_path):
+    root = write_uwf_triplets(tmp_path / "uwf")
+    brightest = {}
+    for name, flags in {"plain": [], "disc": ["--optic_disc"]}.items():
+        make_angiogram_pairs.main(["--input", str(root), "--layout", "uwf_triplets", "--phases", "early", "late",
+                                   "--output_dir", str(tmp_path / name), *flags])
+        brightest[name] = np.asarray(load_dataset_fresh(str(tmp_path / name))["train"][0]["source_image"]).max()
+    assert brightest["disc"] > brightest["plain"] + 40
+
+
+def test_optic_disc_needs_a_rendered_uwf_source(tmp_path, capsys):
+    for flags in (["--optic_disc"], ["--layout", "uwf_triplets", "--real_slo_source", "--optic_disc"]):
+        with pytest.raises(SystemExit):
+            make_angiogram_pairs.main(["--input", str(tmp_path), "--output_dir", str(tmp_path / "pairs"), *flags])
+        assert "--optic_disc needs --layout uwf_triplets with a rendered source" in capsys.readouterr().err

@@ -30,7 +30,8 @@ Layouts of `--input` (`--layout`):
   lashes, and the black around its image), where the angiogram is black (`train/train_ffa.py --loss_mask_column
   loss_mask` trains only there). The foveal pit is
   drawn at an SLO's scale where the eye's early frame has its fovea. With `--lid_draws N` each angiogram is
-  rendered N times, each seen between its own random eyelids (`with_lids`, `--lid_style`).
+  rendered N times, each seen between its own random eyelids (`with_lids`, `--lid_style`). With `--optic_disc`
+  the disc is drawn as a real SLO shows it, a near-white spot with a broad glow (`optic_disc_glow`).
 
 Output: the phantom's wide layout, so `train/train_ffa.py` reads both with the same flags and can concatenate
 them (`--train_data_dir data/phantom-train data/angiogram-pairs`): `eye_id`, `modality` (`cfp`; `uwf_slo` for
@@ -81,12 +82,18 @@ class Layout:
     vessel_width: float  # the larger vessels' width in pixels at 256 px
     vessel_contrast: float  # how much darker than the fundus a vessel is drawn (real UWF SLO vessels are faint)
     foveal_pit: bool  # draw a photo's foveal pit where the angiogram has a dark fovea (`foveal_pit`)
+    optic_disc: bool = False  # add a real SLO's bright disc where the angiogram has its disc (`optic_disc_glow`)
 
 
 LAYOUTS = {"ffa_real": Layout("cfp", FUNDUS_ORANGE, "apache-2.0", vessel_width=1.0, vessel_contrast=0.55,
                               foveal_pit=True),
            "uwf_triplets": Layout("uwf_slo", SLO_PSEUDO_COLOUR, "mit", vessel_width=0.6, vessel_contrast=0.35,
                                   foveal_pit=True)}
+# `--optic_disc`: the real train and test SLOs' disc, through the "grey_ridges" input at 512 px, is a near-white
+# spot (0.98 of the equalised grey at its centre) whose glow falls to 0.5-0.6 at 0.05 of the side; the rendered
+# sources' disc only 0.86 -> 0.7 (the angiogram's own smooth background). DISC_GLOW_SIGMA (of the side) and
+# DISC_GLOW_GAIN (added to the fundus tone, 0.5-0.8) bring the rendered profile to the real one (2026-12-01).
+DISC_GLOW_SIGMA, DISC_GLOW_GAIN = 0.02, 0.35
 # The foveal pit: a Gaussian dip of PIT_SIGMA x the side (a colour photo's fovea; scaled by the fovea's size in
 # the layout's field, FOVEA_RADIUS: 0.0075 for an SLO, as the real SLOs' dark spot), PIT_DEPTH deep where the
 # angiogram's fovea is at most PIT_FULL of its surround (`find_fovea`), none from PIT_NONE up. Real normal
@@ -104,12 +111,13 @@ LID_STYLES = ("slo", "phantom")
 
 
 def photo_from_angiogram(angiogram: np.ndarray, layout: Layout = LAYOUTS["ffa_real"],
-                         fovea_angiogram: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                         landmark_angiogram: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """HxW uint8 angiogram -> (HxWx3 float32 photo-like image in [0, 1] of the same anatomy, HxW bool mask of the
     vessels drawn in it); see the module docstring. Scales are fractions of the side: any resolution, same picture.
     `layout` gives the colours (a photo's orange or an SLO's pseudo-colour) and the vessels' width and contrast.
-    `fovea_angiogram` (uint8, same framing): the frame whose fovea gets the foveal pit, default `angiogram`; a late
-    UWF frame's fovea is faint (found 0.17 of the side astray in eye 4), so the eye's early frame's is used.
+    `landmark_angiogram` (uint8, same framing): the frame whose fovea gets the foveal pit and whose disc the disc's
+    glow, default `angiogram`; a late UWF frame's fovea is faint (found 0.17 of the side astray in eye 4) and its
+    leakage may outshine the disc, so the eye's early frame is used.
     """
     side = angiogram.shape[0]
     grey = angiogram.astype(np.float32) / 255.0
@@ -122,9 +130,11 @@ def photo_from_angiogram(angiogram: np.ndarray, layout: Layout = LAYOUTS["ffa_re
     background = cv2.GaussianBlur(cv2.morphologyEx(grey, cv2.MORPH_OPEN, no_vessels), (0, 0), 0.015 * side)
     low, high = np.percentile(background[field], [2, 98]) if field.any() else (0.0, 1.0)
     tone = 0.5 + 0.3 * np.clip((background - low) / (high - low + 1e-6), 0.0, 1.0)
+    landmarks = grey if landmark_angiogram is None else landmark_angiogram.astype(np.float32) / 255.0
     if layout.foveal_pit:
-        fovea_grey = grey if fovea_angiogram is None else fovea_angiogram.astype(np.float32) / 255.0
-        tone = tone * foveal_pit(fovea_grey, field, FOVEA_RADIUS[layout.modality])
+        tone = tone * foveal_pit(landmarks, field, FOVEA_RADIUS[layout.modality])
+    if layout.optic_disc:
+        tone = tone + optic_disc_glow(landmarks, field)
     fundus = tone * (1.0 - layout.vessel_contrast * vessels) * field
     photo = np.clip(fundus[..., None] * np.array(layout.palette, np.float32), 0.0, 1.0).astype(np.float32)
     return photo, (vessels > 0) & field
@@ -144,6 +154,19 @@ def foveal_pit(angiogram: np.ndarray, field: np.ndarray, radius: float = FOVEA_R
     sigma = PIT_SIGMA * radius / FOVEA_RADIUS["cfp"] * side
     distance2 = ((yy - fovea.y) ** 2 + (xx - fovea.x) ** 2) / sigma**2
     return (1.0 - depth * np.exp(-distance2 / 2)).astype(np.float32)
+
+
+def optic_disc_glow(angiogram: np.ndarray, field: np.ndarray) -> np.ndarray:
+    """HxW glow (>= 0) to add to the fundus tone at the disc of the angiogram (HxW float): its brightest point
+    inside the field after a blur of 0.008 x the side, as an early frame shows it (ours). A real SLO's disc is a
+    near-white spot with a broad glow; the angiogram's smooth background gives the rendered source only a faint one,
+    and a model fine-tuned at 512 px drew the real SLOs' disc dark (experiments/results/uwf512_probe.md)."""
+    side = angiogram.shape[0]
+    blurred = np.where(field, cv2.GaussianBlur(angiogram.astype(np.float32), (0, 0), 0.008 * side), -np.inf)
+    y, x = np.unravel_index(blurred.argmax(), blurred.shape)
+    yy, xx = np.mgrid[:side, :side]
+    distance2 = ((yy - y) ** 2 + (xx - x) ** 2) / (DISC_GLOW_SIGMA * side) ** 2
+    return (DISC_GLOW_GAIN * np.exp(-distance2 / 2) * field).astype(np.float32)
 
 
 def collect(root: Path, split: str, diagnosis_phase: str) -> list[tuple[Path, str, str]]:
@@ -234,12 +257,14 @@ def loss_mask(angiogram: np.ndarray) -> np.ndarray:
 
 def make_rows(found: list[tuple[Path, str, str]], phases: list[str], resolution: int,
               root: Path, layout: str = "ffa_real", real_slo_source: bool = False,
-              foveal_pit: bool = True, lid_draws: int = 0, lid_style: str = "slo") -> tuple[list[dict], int]:
+              foveal_pit: bool = True, lid_draws: int = 0, lid_style: str = "slo",
+              optic_disc: bool = False) -> tuple[list[dict], int]:
     """Dataset rows (images as PNG bytes) and the number of duplicates left out; `foveal_pit=False` draws none
     where the layout would; `lid_draws` > 0 renders each angiogram that many times, each with its own eyelids
-    (`with_lids` in `lid_style`)."""
+    (`with_lids` in `lid_style`); `optic_disc` adds a real SLO's bright disc (`optic_disc_glow`)."""
     rows, seen, earlies = [], set(), {}  # earlies: each UWF eye's early frame, framed once for both its phases
-    drawing = LAYOUTS[layout] if foveal_pit else dataclasses.replace(LAYOUTS[layout], foveal_pit=False)
+    drawing = dataclasses.replace(LAYOUTS[layout], foveal_pit=LAYOUTS[layout].foveal_pit and foveal_pit,
+                                  optic_disc=optic_disc)
     for path, disease, phase in found:
         angiogram, slo = load_angiogram(path, layout, resolution)
         digest = hashlib.sha256(angiogram.tobytes()).hexdigest()
@@ -247,13 +272,13 @@ def make_rows(found: list[tuple[Path, str, str]], phases: list[str], resolution:
             continue
         seen.add(digest)
         early = None
-        if layout == "uwf_triplets" and drawing.foveal_pit:
+        if layout == "uwf_triplets" and (drawing.foveal_pit or drawing.optic_disc):
             early_path = uwf_early_path(path)
             if early_path not in earlies:
                 earlies[early_path] = angiogram if early_path == path else load_angiogram(early_path, layout,
                                                                                          resolution)[0]
             early = earlies[early_path]
-        photo, vessels = photo_from_angiogram(angiogram, drawing, fovea_angiogram=early)
+        photo, vessels = photo_from_angiogram(angiogram, drawing, landmark_angiogram=early)
         extra = {}
         if real_slo_source:
             photo = slo
@@ -383,6 +408,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no_foveal_pit", action="store_true",
                         help="no photo's foveal pit in the sources (as rendered for the default model's steps "
                              "3c-3f, experiments/train_default.sh)")
+    parser.add_argument("--optic_disc", action="store_true",
+                        help="uwf_triplets: draw the disc as a real SLO shows it, a near-white spot with a broad "
+                             "glow, where the eye's early angiogram has its disc")
     parser.add_argument("--lid_draws", type=int, default=0,
                         help="uwf_triplets: render each angiogram this many times, each between its own random "
                              "eyelids (bright in the source, black in the angiogram); 0: no lids")
@@ -392,6 +420,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.real_slo_source and args.layout != "uwf_triplets":
         parser.error(f"--real_slo_source needs --layout uwf_triplets, got --layout {args.layout}")
+    if args.optic_disc and (args.layout != "uwf_triplets" or args.real_slo_source):
+        parser.error(f"--optic_disc needs --layout uwf_triplets with a rendered source, got --layout {args.layout}"
+                     + (" --real_slo_source" if args.real_slo_source else ""))
     if args.lid_draws < 0:
         parser.error(f"--lid_draws must be >= 0, got {args.lid_draws}")
     if args.lid_draws and (args.layout != "uwf_triplets" or args.real_slo_source):
@@ -418,7 +449,7 @@ def main(argv: list[str] | None = None) -> None:
         found = collect_uwf(args.input, args.split)
     rows, duplicates = make_rows(found, args.phases, args.resolution, args.input, args.layout, args.real_slo_source,
                                  foveal_pit=not args.no_foveal_pit, lid_draws=args.lid_draws,
-                                 lid_style=args.lid_style)
+                                 lid_style=args.lid_style, optic_disc=args.optic_disc)
     files = write_parquet_splits({args.split: rows}, features(args.phases, args.real_slo_source), args.output_dir)
     write_card(args, files, rows)
     print(f"{len(rows)} pairs ({duplicates} duplicate images left out) -> {args.output_dir / files[args.split]}")
