@@ -90,9 +90,11 @@ LAYOUTS = {"ffa_real": Layout("cfp", FUNDUS_ORANGE, "apache-2.0", vessel_width=1
            "uwf_triplets": Layout("uwf_slo", SLO_PSEUDO_COLOUR, "mit", vessel_width=0.6, vessel_contrast=0.35,
                                   foveal_pit=True)}
 # `--optic_disc`: the real train and test SLOs' disc, through the "grey_ridges" input at 512 px, is a near-white
-# spot (0.98 of the equalised grey at its centre) whose glow falls to 0.5-0.6 at 0.05 of the side; the rendered
-# sources' disc only 0.86 -> 0.7 (the angiogram's own smooth background). DISC_GLOW_SIGMA (of the side) and
-# DISC_GLOW_GAIN (added to the fundus tone, 0.5-0.8) bring the rendered profile to the real one (2026-12-01).
+# spot (0.98 of the equalised grey at its centre in 5 of 7 eyes) whose glow falls to 0.4-0.6 at 0.05 of the side;
+# the rendered sources' disc only 0.86-0.88 -> 0.57-0.71 (the angiogram's own smooth background). DISC_GLOW_SIGMA
+# (of the side) and DISC_GLOW_GAIN (added to the fundus tone, 0.5-0.8) bring the rendered profile to 0.98-1.00 ->
+# 0.62-0.65 (2026-12-01). A 512 px fine-tune on such renders still drew the real SLOs' disc dark
+# (experiments/results/uwf512_probe.md, last section).
 DISC_GLOW_SIGMA, DISC_GLOW_GAIN = 0.02, 0.35
 # The foveal pit: a Gaussian dip of PIT_SIGMA x the side (a colour photo's fovea; scaled by the fovea's size in
 # the layout's field, FOVEA_RADIUS: 0.0075 for an SLO, as the real SLOs' dark spot), PIT_DEPTH deep where the
