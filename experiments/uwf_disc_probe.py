@@ -5,7 +5,7 @@
 For a train eye and a test eye of `../shared/data/uwf_slo_ffa`, three sources of the same eye: its real SLO, the
 source `train/make_angiogram_pairs.py` renders from its early angiogram, and that render with a real SLO's bright
 disc (`--optic_disc`). Each model draws the early phase (seed 0, its default settings); the figure is the output's
-mean brightness within 0.02 of the side around the early angiogram's disc (its brightest point after a blur) over
+mean brightness within 0.02 of the side around the early angiogram's disc (`optic_disc_centre`) over
 the mean within 0.08 of the side (> 1: a bright disc). A model that draws the disc of the train eye's render but not
 the test eye's has learnt the train eyes' discs, not what a disc looks like (experiments/results/uwf512_probe.md).
 The real SLO is framed like its angiogram but not registered to it: its figure is rougher.
@@ -21,13 +21,12 @@ import json
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 import PIL.Image
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "train"))
-from make_angiogram_pairs import LAYOUTS, load_angiogram, photo_from_angiogram  # noqa: E402
+from make_angiogram_pairs import LAYOUTS, load_angiogram, optic_disc_centre, photo_from_angiogram  # noqa: E402
 
 from ffa_pipeline import FFADiffusionPipeline  # noqa: E402
 
@@ -38,8 +37,7 @@ SIDE = 768  # the side the UWF renders are made at (train_default.sh)
 def sources(root: Path, split: str, eye: str) -> tuple[dict[str, np.ndarray], tuple[float, float]]:
     """The eye's three sources (HxWx3 float in [0, 1]) and its early angiogram's disc as fractions (y, x)."""
     angiogram, slo = load_angiogram(root / split / f"{eye}_ffa_early.png", "uwf_triplets", SIDE)
-    blurred = cv2.GaussianBlur(angiogram.astype(np.float32), (0, 0), 0.008 * SIDE)
-    y, x = np.unravel_index(blurred.argmax(), blurred.shape)
+    y, x = optic_disc_centre(angiogram, np.ones(angiogram.shape, bool))
     uwf = LAYOUTS["uwf_triplets"]
     return {"real SLO": slo,
             "render": photo_from_angiogram(angiogram, uwf)[0],

@@ -158,14 +158,21 @@ def foveal_pit(angiogram: np.ndarray, field: np.ndarray, radius: float = FOVEA_R
     return (1.0 - depth * np.exp(-distance2 / 2)).astype(np.float32)
 
 
+def optic_disc_centre(angiogram: np.ndarray, field: np.ndarray) -> tuple[int, int]:
+    """(y, x) of the disc of a square angiogram (HxW): its brightest point inside the field after a blur of 0.008 x
+    the side, as an early frame shows it (ours)."""
+    blurred = cv2.GaussianBlur(angiogram.astype(np.float32), (0, 0), 0.008 * angiogram.shape[0])
+    y, x = np.unravel_index(np.where(field, blurred, -np.inf).argmax(), blurred.shape)
+    return int(y), int(x)
+
+
 def optic_disc_glow(angiogram: np.ndarray, field: np.ndarray) -> np.ndarray:
-    """HxW glow (>= 0) to add to the fundus tone at the disc of the angiogram (HxW float): its brightest point
-    inside the field after a blur of 0.008 x the side, as an early frame shows it (ours). A real SLO's disc is a
-    near-white spot with a broad glow; the angiogram's smooth background gives the rendered source only a faint one,
-    and a model fine-tuned at 512 px drew the real SLOs' disc dark (experiments/results/uwf512_probe.md)."""
+    """HxW glow (>= 0) to add to the fundus tone at the disc of the angiogram (HxW float; `optic_disc_centre`). A
+    real SLO's disc is a near-white spot with a broad glow; the angiogram's smooth background gives the rendered
+    source only a faint one, and a model fine-tuned at 512 px drew the real SLOs' disc dark
+    (experiments/results/uwf512_probe.md)."""
     side = angiogram.shape[0]
-    blurred = np.where(field, cv2.GaussianBlur(angiogram.astype(np.float32), (0, 0), 0.008 * side), -np.inf)
-    y, x = np.unravel_index(blurred.argmax(), blurred.shape)
+    y, x = optic_disc_centre(angiogram, field)
     yy, xx = np.mgrid[:side, :side]
     distance2 = ((yy - y) ** 2 + (xx - x) ** 2) / (DISC_GLOW_SIGMA * side) ** 2
     return (DISC_GLOW_GAIN * np.exp(-distance2 / 2) * field).astype(np.float32)
