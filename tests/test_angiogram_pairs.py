@@ -12,6 +12,7 @@ import pytest
 
 from ffa_pipeline.anatomy import RETINA_MARGIN, retinal_field
 from ffa_pipeline.data import load_dataset_fresh
+from ffa_pipeline.phantom.dataset import write_phantom_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "train"))
@@ -222,7 +223,8 @@ def test_lid_draws_need_a_rendered_uwf_source(tmp_path, capsys):
     for flags in (["--lid_draws", "2"], ["--layout", "uwf_triplets", "--real_slo_source", "--lid_draws", "2"]):
         with pytest.raises(SystemExit):
             make_angiogram_pairs.main(["--input", str(tmp_path), "--output_dir", str(tmp_path / "pairs"), *flags])
-        assert "--lid_draws needs --layout uwf_triplets with a rendered source" in capsys.readouterr().err
+        error = capsys.readouterr().err
+        assert "--lid_draws needs --layout uwf_triplets with a rendered source or --uwf_periphery" in error
 
 
 def test_the_optic_disc_glows_where_the_landmark_angiogram_has_its_disc():
@@ -252,3 +254,46 @@ def test_optic_disc_needs_a_rendered_uwf_source(tmp_path, capsys):
         with pytest.raises(SystemExit):
             make_angiogram_pairs.main(["--input", str(tmp_path), "--output_dir", str(tmp_path / "pairs"), *flags])
         assert "--optic_disc needs --layout uwf_triplets with a rendered source" in capsys.readouterr().err
+
+
+def test_a_posterior_pole_set_into_a_uwf_frame_is_shrunk_to_uwf_scale_and_feathered():
+    periphery = np.full((256, 256), 40, np.uint8)
+    pole = angiogram()  # its bright vessel lies at 40 / 128 of the side, its fovea at the centre
+    composite = make_angiogram_pairs.set_into_uwf(pole, periphery, np.random.default_rng(0))
+    assert composite.shape == periphery.shape and composite.dtype == np.uint8
+    changed = np.argwhere(composite != 40)
+    extent = (changed.max(axis=0) - changed.min(axis=0)).max() / 256
+    assert extent <= max(make_angiogram_pairs.UWF_POLE_SCALE)  # shrunk to a UWF frame's scale
+    assert (composite[:40] == 40).all() and (composite[-40:] == 40).all()  # the periphery is kept
+    assert composite.max() > 60  # the vessel, brighter than the matched background
+    assert abs(np.median(composite[changed[:, 0], changed[:, 1]]) - 40) < 10  # brightness matched at the rim
+
+
+def test_uwf_periphery_writes_uwf_slo_rows_of_real_anatomy_in_a_phantom_frame(tmp_path):
+    root = write_layout(tmp_path / "ffa_real")
+    phantom = write_phantom_dataset(tmp_path / "phantom", 2, resolution=64, modalities=["uwf_slo"],
+                                    phases=["early", "mid"], num_proc=1, progress=False)
+    make_angiogram_pairs.main(["--input", str(root), "--output_dir", str(tmp_path / "pairs"), "--resolution", "64",
+                               "--uwf_periphery", str(phantom), "--lid_draws", "2"])
+    rows = load_dataset_fresh(str(tmp_path / "pairs"))["train"]
+    assert len(rows) == 8 and set(rows["modality"]) == {"uwf_slo"}  # 4 angiograms, each between 2 lid draws
+    source = np.asarray(rows[0]["source_image"]).astype(float)
+    assert source[..., 2].mean() < 0.2 * source[..., 1].mean()  # an SLO's pseudo-colour: no blue
+    assert "phantom UWF angiogram" in (tmp_path / "pairs" / "README.md").read_text()
+
+
+def test_uwf_periphery_needs_the_ffa_real_layout_and_a_phantom_with_uwf_rows(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        make_angiogram_pairs.main(["--input", str(tmp_path), "--output_dir", str(tmp_path / "pairs"),
+                                   "--layout", "uwf_triplets", "--uwf_periphery", str(tmp_path)])
+    assert "--uwf_periphery needs --layout ffa_real, got --layout uwf_triplets" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        make_angiogram_pairs.main(["--input", str(tmp_path), "--output_dir", str(tmp_path / "pairs"),
+                                   "--uwf_periphery", str(tmp_path / "missing")])
+    assert "no such folder" in capsys.readouterr().err
+    phantom = write_phantom_dataset(tmp_path / "cfp", 1, resolution=64, modalities=["cfp"], phases=["early", "mid"],
+                                    num_proc=1, progress=False)
+    with pytest.raises(ValueError, match="no uwf_slo rows; modalities: \\['cfp'\\]"):
+        make_angiogram_pairs.load_uwf_periphery(phantom, 64, {"early"})
+    with pytest.raises(ValueError, match="no column for phase\\(s\\) \\['late'\\]"):
+        make_angiogram_pairs.load_uwf_periphery(phantom, 64, {"late"})

@@ -32,6 +32,12 @@ Layouts of `--input` (`--layout`):
   drawn at an SLO's scale where the eye's early frame has its fovea. With `--lid_draws N` each angiogram is
   rendered N times, each seen between its own random eyelids (`with_lids`, `--lid_style`). With `--optic_disc`
   the disc is drawn as a real SLO shows it, a near-white spot with a broad glow (`optic_disc_glow`).
+- `ffa_real` with `--uwf_periphery DIR` (-> `uwf_slo` rows): each posterior-pole angiogram shrunk to its size in an
+  ultra-widefield frame and set over the posterior pole of a phantom UWF angiogram of the same phase from DIR (a
+  `train/make_phantom_dataset.py --modalities uwf_slo` folder at the same resolution), then rendered as an SLO
+  (`set_into_uwf`): real discs and maculae at UWF scale from 84 eyes, where the UWF triplets have 4. Models
+  fine-tuned at 512 px on those 4 eyes drew their discs and not an unseen eye's
+  (experiments/results/uwf512_probe.md).
 
 Output: the phantom's wide layout, so `train/train_ffa.py` reads both with the same flags and can concatenate
 them (`--train_data_dir data/phantom-train data/angiogram-pairs`): `eye_id`, `modality` (`cfp`; `uwf_slo` for
@@ -59,7 +65,7 @@ import PIL.Image
 from datasets import Features, Image, Value
 
 from ffa_pipeline.anatomy import FOVEA_RADIUS, find_fovea, retinal_field
-from ffa_pipeline.data import write_parquet_splits
+from ffa_pipeline.data import load_dataset_fresh, write_parquet_splits
 from ffa_pipeline.image_processing import FFAImageProcessor, vessel_map
 from ffa_pipeline.phantom.imaging import uwf_view
 from ffa_pipeline.vocab import PHASES
@@ -103,6 +109,13 @@ DISC_GLOW_SIGMA, DISC_GLOW_GAIN = 0.02, 0.35
 # (data/angiogram-pairs, 2026-11-30); the UWF train angiograms' early foveae 0.25-0.40.
 PIT_SIGMA, PIT_DEPTH, PIT_FULL, PIT_NONE = 0.025, 0.5, 0.45, 0.7
 UWF_PHASES = ("early", "late")
+# `set_into_uwf`: the side of a 45-55 degree angiogram as a fraction of a UWF frame's: its disc-fovea distance is
+# 0.25-0.3 of its side, 0.09-0.13 in the real UWF angiograms framed at 512 px (2026-12-01); its centre lands within
+# UWF_POLE_SHIFT (sd, of the side) of the frame's centre, near the fovea as in an Optos frame.
+UWF_POLE_SCALE, UWF_POLE_SHIFT = (0.33, 0.47), 0.02
+# Its field's edge fades into the phantom's over a Gaussian of UWF_POLE_FEATHER x its side, brightness matched there:
+# a sharp edge showed as a bright circle in both the angiogram and the rendered source (by eye, 2026-12-01).
+UWF_POLE_FEATHER = 0.04
 # Half-width and half-height ranges of the window between the eyelids (`with_lids`), as fractions of the side:
 # narrower than the phantom's, whose lids barely reach the sides; in the framed real SLOs the lids cover roughly the
 # outer 2-12 % of each side (by eye, 2026-12-01).
@@ -176,6 +189,47 @@ def optic_disc_glow(angiogram: np.ndarray, field: np.ndarray) -> np.ndarray:
     yy, xx = np.mgrid[:side, :side]
     distance2 = ((yy - y) ** 2 + (xx - x) ** 2) / (DISC_GLOW_SIGMA * side) ** 2
     return (DISC_GLOW_GAIN * np.exp(-distance2 / 2) * field).astype(np.float32)
+
+
+def set_into_uwf(angiogram: np.ndarray, periphery: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A square posterior-pole angiogram (uint8) shrunk to its size in an ultra-widefield frame (`UWF_POLE_SCALE`)
+    and set over the posterior pole of `periphery` (a phantom UWF angiogram, uint8, the output's side), flipped so
+    that its disc lies on the same side as the phantom's, its brightness matched to the phantom's around it, its
+    field's edge feathered (ours)."""
+    side = periphery.shape[0]
+    pole_side = int(round(rng.uniform(*UWF_POLE_SCALE) * side)) | 1
+    pole = cv2.resize(angiogram, (pole_side, pole_side), interpolation=cv2.INTER_AREA).astype(np.float32)
+    pole_field = retinal_field(pole.astype(np.uint8)) & (cv2.GaussianBlur(pole, (0, 0), 0.01 * pole_side) > 8)
+    centre = (side - pole_side) // 2 + np.round(rng.normal(0.0, UWF_POLE_SHIFT * side, 2)).astype(int)
+    top, left = np.clip(centre, 0, side - pole_side)
+    region = periphery[top:top + pole_side, left:left + pole_side].astype(np.float32)
+    pole_disc_x = optic_disc_centre(pole, pole_field)[1]
+    phantom_disc_x = optic_disc_centre(region, pole_field)[1]
+    if (pole_disc_x - pole_side / 2) * (phantom_disc_x - pole_side / 2) < 0:
+        pole, pole_field = pole[:, ::-1], pole_field[:, ::-1]
+    inner = cv2.erode(pole_field.astype(np.uint8), np.ones((int(0.1 * pole_side) | 1,) * 2, np.uint8))
+    weight = cv2.GaussianBlur(inner.astype(np.float32), (0, 0), UWF_POLE_FEATHER * pole_side)
+    rim = (weight > 0.1) & (weight < 0.6)
+    gain = np.clip(np.median(region[rim]) / max(np.median(pole[rim]), 1.0), 0.2, 2.0) if rim.any() else 1.0
+    blended = weight * np.clip(pole * gain, 0, 255) + (1.0 - weight) * region
+    out = periphery.copy()
+    out[top:top + pole_side, left:left + pole_side] = blended.round().astype(np.uint8)
+    return out
+
+
+def load_uwf_periphery(path: Path, resolution: int, phases: set[str]) -> list[dict[str, np.ndarray]]:
+    """Each phantom UWF eye's angiograms by phase (uint8 at `resolution`) from a `make_phantom_dataset.py` folder;
+    a folder without uwf_slo rows or without one of `phases` is an error naming what it has."""
+    rows = load_dataset_fresh(str(path))["train"]
+    missing = sorted(phase for phase in phases if f"ffa_{phase}" not in rows.column_names)
+    if missing:
+        raise ValueError(f"--uwf_periphery {path}: no column for phase(s) {missing}; it has {rows.column_names}")
+    eyes = [{phase: cv2.resize(np.asarray(row[f"ffa_{phase}"].convert("L")), (resolution, resolution),
+                               interpolation=cv2.INTER_AREA) for phase in phases}
+            for row in rows if row["modality"] == "uwf_slo"]
+    if not eyes:
+        raise ValueError(f"--uwf_periphery {path}: no uwf_slo rows; modalities: {sorted(set(rows['modality']))}")
+    return eyes
 
 
 def collect(root: Path, split: str, diagnosis_phase: str) -> list[tuple[Path, str, str]]:
@@ -267,19 +321,24 @@ def loss_mask(angiogram: np.ndarray) -> np.ndarray:
 def make_rows(found: list[tuple[Path, str, str]], phases: list[str], resolution: int,
               root: Path, layout: str = "ffa_real", real_slo_source: bool = False,
               foveal_pit: bool = True, lid_draws: int = 0, lid_style: str = "slo",
-              optic_disc: bool = False) -> tuple[list[dict], int]:
+              optic_disc: bool = False, uwf_periphery: list[dict[str, np.ndarray]] | None = None
+              ) -> tuple[list[dict], int]:
     """Dataset rows (images as PNG bytes) and the number of duplicates left out; `foveal_pit=False` draws none
     where the layout would; `lid_draws` > 0 renders each angiogram that many times, each with its own eyelids
-    (`with_lids` in `lid_style`); `optic_disc` adds a real SLO's bright disc (`optic_disc_glow`)."""
+    (`with_lids` in `lid_style`); `optic_disc` adds a real SLO's bright disc (`optic_disc_glow`); `uwf_periphery`
+    (`load_uwf_periphery`) sets each `ffa_real` angiogram into a random phantom UWF eye (`set_into_uwf`)."""
     rows, seen, earlies = [], set(), {}  # earlies: each UWF eye's early frame, framed once for both its phases
-    drawing = dataclasses.replace(LAYOUTS[layout], foveal_pit=LAYOUTS[layout].foveal_pit and foveal_pit,
-                                  optic_disc=optic_disc)
+    drawing = LAYOUTS["uwf_triplets" if uwf_periphery else layout]
+    drawing = dataclasses.replace(drawing, foveal_pit=drawing.foveal_pit and foveal_pit, optic_disc=optic_disc)
     for path, disease, phase in found:
         angiogram, slo = load_angiogram(path, layout, resolution)
         digest = hashlib.sha256(angiogram.tobytes()).hexdigest()
         if digest in seen:
             continue
         seen.add(digest)
+        if uwf_periphery:
+            rng = np.random.default_rng(int(digest[:15], 16))
+            angiogram = set_into_uwf(angiogram, uwf_periphery[rng.integers(len(uwf_periphery))][phase], rng)
         early = None
         if layout == "uwf_triplets" and (drawing.foveal_pit or drawing.optic_disc):
             early_path = uwf_early_path(path)
@@ -393,6 +452,9 @@ def write_card(args: argparse.Namespace, files: dict[str, str], rows: list[dict]
     ]
     if args.layout == "ffa_real":
         body.append(f"- Phase of the `disease_diagnosis` angiograms (not given): `{args.diagnosis_phase}`")
+    if args.uwf_periphery is not None:
+        body.append(f"- Each angiogram shrunk to ultra-widefield scale and set into a phantom UWF angiogram of "
+                    f"`{args.uwf_periphery}` (`set_into_uwf`), rendered as an SLO: `uwf_slo` rows")
     (args.output_dir / "README.md").write_text("\n".join(front + body) + "\n")
 
 
@@ -426,7 +488,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lid_style", choices=LID_STYLES, default="slo",
                         help="slo: lids like a real SLO's, around the angiogram's own field, with thick lashes; "
                              "phantom: the phantom's, in a narrower window (step 3h of experiments/train_default.sh)")
+    parser.add_argument("--uwf_periphery", type=Path, default=None,
+                        help="ffa_real: set each angiogram, shrunk to UWF scale, into a phantom UWF angiogram of "
+                             "this make_phantom_dataset.py folder and render it as an SLO (uwf_slo rows)")
     args = parser.parse_args(argv)
+    if args.uwf_periphery is not None and args.layout != "ffa_real":
+        parser.error(f"--uwf_periphery needs --layout ffa_real, got --layout {args.layout}")
+    if args.uwf_periphery is not None and not args.uwf_periphery.is_dir():
+        parser.error(f"--uwf_periphery {args.uwf_periphery}: no such folder")
     if args.real_slo_source and args.layout != "uwf_triplets":
         parser.error(f"--real_slo_source needs --layout uwf_triplets, got --layout {args.layout}")
     if args.optic_disc and (args.layout != "uwf_triplets" or args.real_slo_source):
@@ -434,9 +503,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                      + (" --real_slo_source" if args.real_slo_source else ""))
     if args.lid_draws < 0:
         parser.error(f"--lid_draws must be >= 0, got {args.lid_draws}")
-    if args.lid_draws and (args.layout != "uwf_triplets" or args.real_slo_source):
-        parser.error(f"--lid_draws needs --layout uwf_triplets with a rendered source, got --layout {args.layout}"
-                     + (" --real_slo_source" if args.real_slo_source else ""))
+    if args.lid_draws and (args.layout != "uwf_triplets" and args.uwf_periphery is None or args.real_slo_source):
+        parser.error(f"--lid_draws needs --layout uwf_triplets with a rendered source or --uwf_periphery, got "
+                     f"--layout {args.layout}" + (" --real_slo_source" if args.real_slo_source else ""))
     args.license = args.license or LAYOUTS[args.layout].license
     for phase in [*args.phases, args.diagnosis_phase]:
         if phase not in PHASES:
@@ -456,9 +525,12 @@ def main(argv: list[str] | None = None) -> None:
         found = collect(args.input, args.split, args.diagnosis_phase)
     else:
         found = collect_uwf(args.input, args.split)
+    periphery = None
+    if args.uwf_periphery is not None:
+        periphery = load_uwf_periphery(args.uwf_periphery, args.resolution, {phase for _, _, phase in found})
     rows, duplicates = make_rows(found, args.phases, args.resolution, args.input, args.layout, args.real_slo_source,
                                  foveal_pit=not args.no_foveal_pit, lid_draws=args.lid_draws,
-                                 lid_style=args.lid_style, optic_disc=args.optic_disc)
+                                 lid_style=args.lid_style, optic_disc=args.optic_disc, uwf_periphery=periphery)
     files = write_parquet_splits({args.split: rows}, features(args.phases, args.real_slo_source), args.output_dir)
     write_card(args, files, rows)
     print(f"{len(rows)} pairs ({duplicates} duplicate images left out) -> {args.output_dir / files[args.split]}")
