@@ -30,7 +30,7 @@ python train/train_ffa.py --pretrained_ffa_model "$MODEL" --train_data_dir data/
 evaluate "$OUT/uwf-lora" "$OUT/uwf-lora/eval" --baselines
 
 for DATA in registered as-acquired; do
-  python experiments/summarize.py "default model (real SLO-FFA pairs outside the retina only)=$OUT/uwf-default/eval-$DATA" \
+  python experiments/summarize.py "default model (no fine-tune)=$OUT/uwf-default/eval-$DATA" \
     "LoRA on the 8 real train pairs=$OUT/uwf-lora/eval-$DATA" > "$OUT/real_uwf_$DATA.md"
   cat "$OUT/real_uwf_$DATA.md"
 done

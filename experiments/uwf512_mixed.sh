@@ -7,7 +7,8 @@
 # checks on the 2-core CPU). Not shipped.
 # UWF_SIDE=256 runs the control: the same 300 steps with every row at 256 px, as in step 3j itself; if the photos
 # drift there too, the drift comes from the extra training (a fresh optimiser and warm-up), not from the 512 px rows
-# (about 28 min caching + 7 min training + 20 min checks; they did not drift: the drift comes with the 512 px rows).
+# (about 28 min caching + 7 min training + 20 min checks; they did not drift: the drift comes with the 512 px rows;
+# shipped as step 3k of experiments/train_default.sh).
 # Results: experiments/results/uwf512_mixed.md.
 set -euo pipefail
 MODEL=${MODEL:-assets/ffa-default}
