@@ -200,8 +200,8 @@ def set_into_uwf(angiogram: np.ndarray, periphery: np.ndarray, rng: np.random.Ge
     pole_side = int(round(rng.uniform(*UWF_POLE_SCALE) * side)) | 1
     pole = cv2.resize(angiogram, (pole_side, pole_side), interpolation=cv2.INTER_AREA).astype(np.float32)
     pole_field = retinal_field(pole.astype(np.uint8)) & (cv2.GaussianBlur(pole, (0, 0), 0.01 * pole_side) > 8)
-    centre = (side - pole_side) // 2 + np.round(rng.normal(0.0, UWF_POLE_SHIFT * side, 2)).astype(int)
-    top, left = np.clip(centre, 0, side - pole_side)
+    corner = (side - pole_side) // 2 + np.round(rng.normal(0.0, UWF_POLE_SHIFT * side, 2)).astype(int)
+    top, left = np.clip(corner, 0, side - pole_side)
     region = periphery[top:top + pole_side, left:left + pole_side].astype(np.float32)
     pole_disc_x = optic_disc_centre(pole, pole_field)[1]
     phantom_disc_x = optic_disc_centre(region, pole_field)[1]
