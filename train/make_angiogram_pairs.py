@@ -39,13 +39,13 @@ Layouts of `--input` (`--layout`):
   fine-tuned at 512 px on those 4 eyes drew their discs and not an unseen eye's
   (experiments/results/uwf512_probe.md).
 
-Output: the phantom's wide layout, so `train/train_ffa.py` reads both with the same flags and can concatenate
-them (`--train_data_dir data/phantom-train data/angiogram-pairs`): `eye_id`, `modality` (`cfp`; `uwf_slo` for
-`uwf_triplets`), `source_image`, `ffa_<phase>` and `ffa_<phase>_seconds` for `--phases` (only the angiogram's own
-phase is filled, the others are empty), `vessel_mask` (0/255: the vessels drawn into the photo, from the
-angiogram's ridge map, not a manual tracing; for the vessel AUC of `train/evaluate.py`), `disease`, `source_path`
-(and `loss_mask`, 0/255, with `--real_slo_source`). An image seen twice (same pixels) is kept once. `--split test`
-gives held-out pairs for `train/evaluate.py`.
+Output: the phantom's wide layout, so `train/train_ffa.py` reads both with the same flags and can concatenate them
+(`--train_data_dir data/phantom-train data/angiogram-pairs`): `eye_id`, `modality` (`cfp`; `uwf_slo` for
+`uwf_triplets` and `--uwf_periphery`), `source_image`, `ffa_<phase>` and `ffa_<phase>_seconds` for `--phases` (only
+the angiogram's own phase is filled, the others are empty), `vessel_mask` (0/255: the vessels drawn into the photo,
+from the angiogram's ridge map, not a manual tracing; for the vessel AUC of `train/evaluate.py`), `disease`,
+`source_path` (and `loss_mask`, 0/255, with `--real_slo_source`). An image seen twice (same pixels) is kept once.
+`--split test` gives held-out pairs for `train/evaluate.py`.
 """
 
 from __future__ import annotations
