@@ -9,6 +9,10 @@
 # drift there too, the drift comes from the extra training (a fresh optimiser and warm-up), not from the 512 px rows
 # (about 28 min caching + 7 min training + 20 min checks; they did not drift: the drift comes with the 512 px rows;
 # shipped as step 3k of experiments/train_default.sh).
+# UWF_SCALE=1 (with UWF_SIDE=256) adds, twice, the 84 real posterior-pole angiograms of ../shared/data/ffa_real set into
+# phantom UWF eyes at UWF scale (data/uwf-scale-pairs-768, made by `UWF_SCALE=1 bash experiments/uwf512_probe.sh`) to
+# those 300 steps from the default model, into $OUT/ffa-scale256 (checks named scale256): at 512 px they put the
+# real SLOs' discs nearer; do they at 256 px, where the other modalities did not drift?
 # Results: experiments/results/uwf512_mixed.md.
 set -euo pipefail
 MODEL=${MODEL:-assets/ffa-default}
@@ -18,7 +22,14 @@ A=data/angiogram-pairs-pit L=data/uwf-angiogram-pairs-slolids-768 S=data/uwf-slo
 for DATA in data/phantom-train data/phantom-uwf-768 $A $L $S; do
   [ -d "$DATA" ] || { echo "$DATA is missing: run experiments/train_default.sh (steps 1-3j) first" >&2; exit 1; }
 done
-if [ "$UWF_SIDE" = 256 ]; then
+SCALE=()
+if [ "${UWF_SCALE:-0}" = 1 ]; then
+  [ -d data/uwf-scale-pairs-768 ] || { echo "data/uwf-scale-pairs-768 is missing: run UWF_SCALE=1 bash \
+experiments/uwf512_probe.sh first" >&2; exit 1; }
+  [ "$UWF_SIDE" = 256 ] || { echo "UWF_SCALE=1 needs UWF_SIDE=256, not $UWF_SIDE" >&2; exit 1; }
+  SCALE=(data/uwf-scale-pairs-768 data/uwf-scale-pairs-768)
+  START=$MODEL NAME=scale256 RUN=$OUT/ffa-scale256 SIDES=()
+elif [ "$UWF_SIDE" = 256 ]; then
   START=$MODEL NAME=more256 RUN=$OUT/ffa-3j-more256 SIDES=()
 else
   START=$OUT/ffa-3j-mixed-start NAME=mixed RUN=$OUT/ffa-uwf$UWF_SIDE-mixed SIDES=(--modality_resolutions "uwf_slo=$UWF_SIDE")
@@ -27,7 +38,7 @@ else
 fi
 eval "$(sed -n '/^FINE_TUNE=(/,/)$/p' experiments/train_default.sh)"
 python train/train_ffa.py --pretrained_ffa_model "$START" \
-  --train_data_dir data/phantom-train data/phantom-uwf-768 $A $A $A $L $S $S $S $S $S $S $S $S $S $S \
+  --train_data_dir data/phantom-train data/phantom-uwf-768 $A $A $A $L $S $S $S $S $S $S $S $S $S $S "${SCALE[@]}" \
   "${FINE_TUNE[@]}" --loss_mask_column loss_mask --max_train_steps 300 --checkpointing_steps 300 --output_dir "$RUN"
 python train/set_sampling_defaults.py --model "$RUN" --like "$MODEL" "${SIDES[@]}"
 bash experiments/check_uwf_model.sh "$RUN" "$NAME"
