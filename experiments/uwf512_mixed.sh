@@ -9,10 +9,10 @@
 # drift there too, the drift comes from the extra training (a fresh optimiser and warm-up), not from the 512 px rows
 # (about 28 min caching + 7 min training + 20 min checks; they did not drift: the drift comes with the 512 px rows;
 # shipped as step 3k of experiments/train_default.sh).
-# UWF_SCALE=1 (with UWF_SIDE=256) adds, twice, the 84 real posterior-pole angiograms of ../shared/data/ffa_real set into
-# phantom UWF eyes at UWF scale (data/uwf-scale-pairs-768, made by `UWF_SCALE=1 bash experiments/uwf512_probe.sh`) to
-# those 300 steps from the default model, into $OUT/ffa-scale256 (checks named scale256): at 512 px they put the
-# real SLOs' discs nearer; do they at 256 px, where the other modalities did not drift?
+# UWF_SCALE=N (with UWF_SIDE=256) adds, N times, the 84 real posterior-pole angiograms of ../shared/data/ffa_real set
+# into phantom UWF eyes at UWF scale (data/uwf-scale-pairs-768, made by `UWF_SCALE=1 bash experiments/uwf512_probe.sh`)
+# to those 300 steps from the default model, into $OUT/ffa-scale256xN (checks named scale256xN): at 512 px they put
+# the real SLOs' discs nearer; do they at 256 px, where the other modalities did not drift?
 # Results: experiments/results/uwf512_mixed.md.
 set -euo pipefail
 MODEL=${MODEL:-assets/ffa-default}
@@ -23,12 +23,14 @@ for DATA in data/phantom-train data/phantom-uwf-768 $A $L $S; do
   [ -d "$DATA" ] || { echo "$DATA is missing: run experiments/train_default.sh (steps 1-3j) first" >&2; exit 1; }
 done
 SCALE=()
-if [ "${UWF_SCALE:-0}" = 1 ]; then
+UWF_SCALE=${UWF_SCALE:-0}
+if [ "$UWF_SCALE" != 0 ]; then
+  [[ "$UWF_SCALE" =~ ^[1-9]$ ]] || { echo "UWF_SCALE must be a count from 0 to 9, not $UWF_SCALE" >&2; exit 1; }
   [ -d data/uwf-scale-pairs-768 ] || { echo "data/uwf-scale-pairs-768 is missing: run UWF_SCALE=1 bash \
 experiments/uwf512_probe.sh first" >&2; exit 1; }
-  [ "$UWF_SIDE" = 256 ] || { echo "UWF_SCALE=1 needs UWF_SIDE=256, not $UWF_SIDE" >&2; exit 1; }
-  SCALE=(data/uwf-scale-pairs-768 data/uwf-scale-pairs-768)
-  START=$MODEL NAME=scale256 RUN=$OUT/ffa-scale256 SIDES=()
+  [ "$UWF_SIDE" = 256 ] || { echo "UWF_SCALE=$UWF_SCALE needs UWF_SIDE=256, not $UWF_SIDE" >&2; exit 1; }
+  for _ in $(seq "$UWF_SCALE"); do SCALE+=(data/uwf-scale-pairs-768); done
+  START=$MODEL NAME=scale256x$UWF_SCALE RUN=$OUT/ffa-scale256x$UWF_SCALE SIDES=()
 elif [ "$UWF_SIDE" = 256 ]; then
   START=$MODEL NAME=more256 RUN=$OUT/ffa-3j-more256 SIDES=()
 else
