@@ -132,10 +132,12 @@ python train/train_ffa.py --pretrained_ffa_model runs/ffa-realslo \
   --checkpointing_steps 300 --output_dir runs/ffa-more256
 # 4. Sampling defaults from the sweeps (experiments/sweep.sh) and the real-photo check: DDIM with "trailing"
 #    timesteps (the first step starts from the last training timestep, as pure noise needs; "leading" started 2
-#    steps at t=500), 2 steps, image guidance 2 (two UNet branches per step, run as one batch): better SSIM and
-#    MS-SSIM on phantom eyes than 4 leading steps (PSNR level for CFP, lower for OCT), at half the UNet time.
+#    steps at t=500), 2 steps: better SSIM and MS-SSIM on phantom eyes than 4 leading steps (PSNR level for CFP,
+#    lower for OCT), at half the UNet time. Image guidance 1.5 (two UNet branches per step, run as one batch; 2
+#    until 2026-12-01): over five seeds it finds the real photos' fovea and discs more often than 2 and draws the
+#    registered real UWF pairs closer (experiments/guidance_seeds.sh, experiments/results/guidance_seeds.md).
 python train/set_sampling_defaults.py --model runs/ffa-more256 --scheduler ddim --timestep_spacing trailing \
-  --num_inference_steps 2 --image_guidance_scale 2 --label_guidance_scale 1
+  --num_inference_steps 2 --image_guidance_scale 1.5 --label_guidance_scale 1
 # 5. Ship the pipeline alone (Hub layout, no checkpoints or logs); the model card assets/ffa-default/README.md is
 #    written by hand from the evaluation (experiments/evaluate_default.sh).
 python -c "from ffa_pipeline import FFADiffusionPipeline as P; P.from_pretrained('runs/ffa-more256').save_pretrained('assets/ffa-default')"
