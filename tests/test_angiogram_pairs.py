@@ -6,13 +6,17 @@ import dataclasses
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import PIL.Image
 import pytest
 
 from ffa_pipeline.anatomy import RETINA_MARGIN, retinal_field
 from ffa_pipeline.data import load_dataset_fresh
+from ffa_pipeline.image_processing import FFAImageProcessor
+from ffa_pipeline.phantom import render_sample, sample_eye
 from ffa_pipeline.phantom.dataset import write_phantom_dataset
+from ffa_pipeline.registration import warp_to
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "train"))
@@ -150,6 +154,36 @@ def test_the_loss_mask_of_a_real_slo_pair_is_what_lies_outside_the_angiograms_re
     inside = (yy - 64) ** 2 + (xx - 64) ** 2 < (reach - 1.5) ** 2
     assert mask[outside].all() and not mask[inside].any()
     assert (retinal_field(angiogram / 255.0) == retinal_field(angiogram)).all()  # float or uint8 alike
+
+
+def test_register_warps_a_registered_angiogram_onto_its_slo_and_counts_its_whole_frame(tmp_path):
+    eye = render_sample(sample_eye(0, "diabetic_retinopathy"), 384, modalities=("cfp",), phases=("early",))["cfp"]
+    other = render_sample(sample_eye(5, "normal"), 384, modalities=("cfp",), phases=("early",))["cfp"]
+    shift = np.array([[1.0, 0, 10], [0, 1, -7], [0, 0, 1]])
+    (tmp_path / "uwf" / "train").mkdir(parents=True)
+    PIL.Image.fromarray(eye["source_image"]).save(tmp_path / "uwf" / "train" / "1_slo.png")
+    PIL.Image.fromarray(warp_to(eye["ffa_early"], shift, eye["ffa_early"].shape)).save(
+        tmp_path / "uwf" / "train" / "1_ffa_early.png")
+    PIL.Image.fromarray(np.fliplr(other["ffa_early"])).save(tmp_path / "uwf" / "train" / "1_ffa_late.png")
+    make_angiogram_pairs.main(["--input", str(tmp_path / "uwf"), "--layout", "uwf_triplets", "--real_slo_source",
+                               "--register", "--resolution", "128", "--output_dir", str(tmp_path / "pairs"),
+                               "--phases", "early", "late"])
+    rows = load_dataset_fresh(str(tmp_path / "pairs"))["train"]
+    early, late = (next(row for row in rows if row[f"ffa_{phase}"] is not None) for phase in ("early", "late"))
+    processor = FFAImageProcessor(resolution=128)
+    framing = processor.frame(processor.to_float_rgb(eye["source_image"]))
+    aligned = processor.apply_framing(eye["ffa_early"][..., None] / 255.0, framing, 128)[..., 0] * 255
+    retina = cv2.erode((aligned > 20).astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
+    assert np.abs(np.asarray(early["ffa_early"], float) - aligned)[retina].mean() < 6  # warped onto the SLO
+    assert np.asarray(early["loss_mask"])[retina].min() == 255  # the whole frame counts
+    assert np.asarray(late["loss_mask"])[retina].max() == 0  # not registered: outside the retina only
+
+
+def test_register_needs_a_real_slo_source(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        make_angiogram_pairs.main(["--input", str(tmp_path), "--layout", "uwf_triplets", "--output_dir",
+                                   str(tmp_path / "pairs"), "--register"])
+    assert "--register needs --real_slo_source" in capsys.readouterr().err
 
 
 def test_real_slo_source_needs_the_uwf_layout(tmp_path, capsys):

@@ -28,7 +28,10 @@ Layouts of `--input` (`--layout`):
   that a model also sees what a real SLO looks like; the vessel mask is still the angiogram's, and a `loss_mask`
   column marks where the pair does agree: outside the angiogram's retinal field (`loss_mask`: the SLO's eyelids and
   lashes, and the black around its image), where the angiogram is black (`train/train_ffa.py --loss_mask_column
-  loss_mask` trains only there). The foveal pit is
+  loss_mask` trains only there). With `--register` as well, each angiogram is registered onto its SLO
+  (`ffa_pipeline.registration`, as `train/prepare_dataset.py` registers the test pairs); one that registers is
+  warped into the SLO's pixels and its `loss_mask` covers its whole frame, the retina too (2 of the 8 real train
+  pairs register: experiments/registered_slo_probe.sh). The foveal pit is
   drawn at an SLO's scale where the eye's early frame has its fovea. With `--lid_draws N` each angiogram is
   rendered N times, each seen between its own random eyelids (`with_lids`, `--lid_style`). With `--optic_disc`
   the disc is drawn as a real SLO shows it, a near-white spot with a broad glow (`optic_disc_glow`).
@@ -68,6 +71,7 @@ from ffa_pipeline.anatomy import FOVEA_RADIUS, find_fovea, retinal_field
 from ffa_pipeline.data import load_dataset_fresh, write_parquet_splits
 from ffa_pipeline.image_processing import FFAImageProcessor, vessel_map
 from ffa_pipeline.phantom.imaging import uwf_view
+from ffa_pipeline.registration import register_pair, warp_to
 from ffa_pipeline.vocab import PHASES
 
 DISEASE_FOLDERS = {"normal": "normal", "brvo": "vein_occlusion", "with_np": "diabetic_retinopathy",
@@ -289,12 +293,31 @@ def load_angiogram(path: Path, layout: str, resolution: int) -> tuple[np.ndarray
     if layout == "ffa_real":
         grey = np.asarray(PIL.Image.open(path).convert("L"))
         return cv2.resize(grey, (resolution, resolution), interpolation=cv2.INTER_AREA), None
+    angiogram, slo, _ = frame_with_slo(path, resolution)
+    return angiogram, slo
+
+
+def frame_with_slo(path: Path, resolution: int, register: bool = False
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """A UWF angiogram and its eye's real SLO framed alike (as `load_angiogram`), and with `register` where the
+    angiogram covers the SLO after registration onto it (`register_pair`, as `train/prepare_dataset.py` registers
+    the test pairs; HxW bool), or None when the pair does not register and the angiogram stays as acquired."""
     processor = FFAImageProcessor(resolution=resolution)
     slo = processor.to_float_rgb(uwf_slo_path(path))
     framing = processor.frame(slo)
-    grey = np.asarray(PIL.Image.open(path).convert("L"), dtype=np.float32)[..., None] / 255.0
-    angiogram = (processor.apply_framing(grey, framing, resolution)[..., 0] * 255).round().astype(np.uint8)
-    return angiogram, processor.apply_framing(slo, framing, resolution)
+    grey = np.asarray(PIL.Image.open(path).convert("L"))
+    covered = None
+    if register:
+        result = register_pair((slo * 255).round().astype(np.uint8), grey)
+        print(f"{path.name}: {'registered' if result.ok else 'not registered (' + result.reason + ')'}, inlier ratio "
+              f"{result.inlier_ratio:.2f}")
+        if result.ok:
+            covered = warp_to(np.ones_like(grey), result.matrix, slo.shape)
+            grey = warp_to(grey, result.matrix, slo.shape)
+    angiogram = processor.apply_framing(grey.astype(np.float32)[..., None] / 255.0, framing, resolution)[..., 0]
+    if covered is not None:
+        covered = processor.apply_framing(covered.astype(np.float32)[..., None], framing, resolution)[..., 0] > 0.99
+    return (angiogram * 255).round().astype(np.uint8), processor.apply_framing(slo, framing, resolution), covered
 
 
 def features(phases: list[str], loss_mask: bool = False) -> Features:
@@ -306,32 +329,40 @@ def features(phases: list[str], loss_mask: bool = False) -> Features:
     return Features({**columns, "loss_mask": Image()} if loss_mask else columns)
 
 
-def loss_mask(angiogram: np.ndarray) -> np.ndarray:
+def loss_mask(angiogram: np.ndarray, covered: np.ndarray | None = None) -> np.ndarray:
     """HxW uint8, 255 where a real SLO and its angiogram (framed alike) agree: outside the angiogram's retinal field
     (`retinal_field`, with its margin), where the SLO shows eyelids and lashes, or the black around its image, and
-    the angiogram is black.
+    the angiogram is black; and, for a pair registered onto its SLO, wherever the angiogram covers it (`covered`).
 
-    They are not pixel-aligned, so on the retina they disagree about where each vessel is, and a model trained there
-    draws a dim blur (experiments/results/real_slo_probe.md). The black around the image counts too: left out
-    (commit f6e489f), the model drew bright clouds there on the real test SLOs.
+    Unregistered, they are not pixel-aligned, so on the retina they disagree about where each vessel is, and a model
+    trained there draws a dim blur (experiments/results/real_slo_probe.md). The black around the image counts too:
+    left out (commit f6e489f), the model drew bright clouds there on the real test SLOs.
     """
-    return (~retinal_field(angiogram)).astype(np.uint8) * 255
+    agree = ~retinal_field(angiogram)
+    if covered is not None:
+        agree |= covered
+    return agree.astype(np.uint8) * 255
 
 
 def make_rows(found: list[tuple[Path, str, str]], phases: list[str], resolution: int,
               root: Path, layout: str = "ffa_real", real_slo_source: bool = False,
               foveal_pit: bool = True, lid_draws: int = 0, lid_style: str = "slo",
-              optic_disc: bool = False, uwf_periphery: list[dict[str, np.ndarray]] | None = None
-              ) -> tuple[list[dict], int]:
+              optic_disc: bool = False, uwf_periphery: list[dict[str, np.ndarray]] | None = None,
+              register: bool = False) -> tuple[list[dict], int]:
     """Dataset rows (images as PNG bytes) and the number of duplicates left out; `foveal_pit=False` draws none
     where the layout would; `lid_draws` > 0 renders each angiogram that many times, each with its own eyelids
     (`with_lids` in `lid_style`); `optic_disc` adds a real SLO's bright disc (`optic_disc_glow`); `uwf_periphery`
-    (`load_uwf_periphery`) sets each `ffa_real` angiogram into a random phantom UWF eye (`set_into_uwf`)."""
+    (`load_uwf_periphery`) sets each `ffa_real` angiogram into a random phantom UWF eye (`set_into_uwf`);
+    `register` (with `real_slo_source`) registers each angiogram onto its SLO (`frame_with_slo`)."""
     rows, seen, earlies = [], set(), {}  # earlies: each UWF eye's early frame, framed once for both its phases
     drawing = LAYOUTS["uwf_triplets" if uwf_periphery else layout]
     drawing = dataclasses.replace(drawing, foveal_pit=drawing.foveal_pit and foveal_pit, optic_disc=optic_disc)
     for path, disease, phase in found:
-        angiogram, slo = load_angiogram(path, layout, resolution)
+        covered = None
+        if register:
+            angiogram, slo, covered = frame_with_slo(path, resolution, register=True)
+        else:
+            angiogram, slo = load_angiogram(path, layout, resolution)
         digest = hashlib.sha256(angiogram.tobytes()).hexdigest()
         if digest in seen:
             continue
@@ -350,7 +381,7 @@ def make_rows(found: list[tuple[Path, str, str]], phases: list[str], resolution:
         extra = {}
         if real_slo_source:
             photo = slo
-            extra["loss_mask"] = PIL.Image.fromarray(loss_mask(angiogram))
+            extra["loss_mask"] = PIL.Image.fromarray(loss_mask(angiogram, covered))
         eye_id = f"ffa_real/{digest[:12]}" if layout == "ffa_real" else f"uwf_slo_ffa/{uwf_eye(path)}"
         for draw in range(max(lid_draws, 1)):
             source, target, mask = photo, angiogram, vessels
@@ -476,6 +507,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="licence of the angiograms (default: the layout's: huapu4/FFA Apache-2.0, LPUWF-LDM MIT)")
     parser.add_argument("--real_slo_source", action="store_true",
                         help="uwf_triplets: the eye's real SLO as the source (as acquired), not one rendered")
+    parser.add_argument("--register", action="store_true",
+                        help="with --real_slo_source: register each angiogram onto its SLO; a pair that registers "
+                             "is warped into the SLO's pixels and its loss_mask covers the whole angiogram, one that "
+                             "does not stays as acquired with the loss outside the retina only")
     parser.add_argument("--no_foveal_pit", action="store_true",
                         help="no photo's foveal pit in the sources (as rendered for the default model's steps "
                              "3c-3f, experiments/train_default.sh)")
@@ -498,6 +533,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--uwf_periphery {args.uwf_periphery}: no such folder")
     if args.real_slo_source and args.layout != "uwf_triplets":
         parser.error(f"--real_slo_source needs --layout uwf_triplets, got --layout {args.layout}")
+    if args.register and not args.real_slo_source:
+        parser.error("--register needs --real_slo_source (it registers the angiogram onto the eye's real SLO)")
     if args.optic_disc and (args.layout != "uwf_triplets" or args.real_slo_source):
         parser.error(f"--optic_disc needs --layout uwf_triplets with a rendered source, got --layout {args.layout}"
                      + (" --real_slo_source" if args.real_slo_source else ""))
@@ -530,7 +567,8 @@ def main(argv: list[str] | None = None) -> None:
         periphery = load_uwf_periphery(args.uwf_periphery, args.resolution, {phase for _, _, phase in found})
     rows, duplicates = make_rows(found, args.phases, args.resolution, args.input, args.layout, args.real_slo_source,
                                  foveal_pit=not args.no_foveal_pit, lid_draws=args.lid_draws,
-                                 lid_style=args.lid_style, optic_disc=args.optic_disc, uwf_periphery=periphery)
+                                 lid_style=args.lid_style, optic_disc=args.optic_disc, uwf_periphery=periphery,
+                                 register=args.register)
     files = write_parquet_splits({args.split: rows}, features(args.phases, args.real_slo_source), args.output_dir)
     write_card(args, files, rows)
     print(f"{len(rows)} pairs ({duplicates} duplicate images left out) -> {args.output_dir / files[args.split]}")
