@@ -471,8 +471,10 @@ def write_card(args: argparse.Namespace, files: dict[str, str], rows: list[dict]
     front += [line for split, path in files.items() for line in (f"  - split: {split}", f"    path: {path}")]
     body = [
         "---", "", f"# {args.output_dir.name}", "",
-        ("Real ultra-widefield fluorescein angiograms, each paired with its eye's real SLO as acquired (not "
-         "pixel-aligned), framed as the pipeline frames the SLO, by `train/make_angiogram_pairs.py` of ffa-diffusion."
+        ("Real ultra-widefield fluorescein angiograms, each paired with its eye's real SLO "
+         + ("(registered onto it where the registration is trusted, else as acquired; see `loss_mask`)"
+            if args.register else "as acquired (not pixel-aligned)")
+         + ", framed as the pipeline frames the SLO, by `train/make_angiogram_pairs.py` of ffa-diffusion."
          if args.real_slo_source else
          "Real fluorescein angiograms, each paired with a photo-like source rendered from it (not a real photo) by "
          "`train/make_angiogram_pairs.py` of ffa-diffusion; see its docstring for how and for what the source "
