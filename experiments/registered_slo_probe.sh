@@ -6,7 +6,7 @@
 # ffa_pipeline.registration, 2 of the 8 register (eye 2, both phases). Then the five-seed real-photo and registered
 # checks at the default image guidance (experiments/guidance_seeds.sh) and the phantom test set. About 40 min
 # caching + 8 min training + 5 min seeds + 8 min phantom on the 2-core CPU. Results: experiments/results/
-# registered_slo_probe.md (MODEL there: step 3k, `git show 3b7125b:assets/ffa-default`).
+# registered_slo_probe.md (its MODEL: step 3k, `git archive 3b7125b assets/ffa-default | tar -x -C runs/ffa-3k`).
 #   bash experiments/registered_slo_probe.sh   (MODEL=assets/ffa-default OUT=runs/registered-slo PIX2PIX=... LR=2e-4)
 # LR sets the learning rate of the 300 steps (train_default.sh's fine-tunes: 2e-4).
 set -euo pipefail
