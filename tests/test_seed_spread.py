@@ -19,7 +19,7 @@ def write_seed(folder: Path, seed: int, fovea_offset: float, disc_offset: float,
     check = {seed_spread.SKIMAGE: {phase: skimage for phase in seed_spread.PHASES}}
     for eye in seed_spread.UWF_EYES:
         check[f"UWF test {eye} (SLO)"] = {phase: {"disc_offset_vs_real": disc_offset} for phase in seed_spread.PHASES}
-    views = {name: {"fovea_offset": fovea_offset} for name in ("whole", *seed_spread.CROPS)}
+    views = {name: {"fovea_offset": fovea_offset} for name in ("whole", "left 70%", "right 70%", "bottom 70%")}
     check[seed_spread.REGISTERED] = {f"uwf_test_{eye}": views for eye in seed_spread.REGISTERED_EYES}
     metric = {"psnr": {"mean": psnr}, "ms_ssim": {"mean": 0.5}}
     evaluation = {"methods": {"diffusion": {"phases": {phase: metric for phase in seed_spread.PHASES}}}}
