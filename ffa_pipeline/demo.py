@@ -41,7 +41,7 @@ EMBEDDED_DEFAULT_NOTE = (
     "them, never from a real colour photo (real SLOs on the retina from one eye only): on a real colour photo its "
     "angiogram puts the vessels, the disc and the dark fovea in place (the fovea fainter than in a real angiogram), "
     "but lesions are not reliable; on ultra-widefield SLO it finds the disc in 9 of 10 test frames over 5 seeds and "
-    "the fovea in 6 of the 10 frames where it could be checked, but draws thicker, fewer, dimmer vessels than real - "
+    "the fovea in 7 of the 10 frames where it could be checked, but draws thicker, fewer, dimmer vessels than real - "
     "see the README: The default model"
 )
 MAX_WORKING_SIDE = 1024  # uploads are shrunk to this: the model sees at most 512 px, outputs match the upload
