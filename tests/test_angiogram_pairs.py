@@ -179,11 +179,45 @@ def test_register_warps_a_registered_angiogram_onto_its_slo_and_counts_its_whole
     assert np.asarray(late["loss_mask"])[retina].max() == 0  # not registered: outside the retina only
 
 
+def test_local_registration_warps_locally_and_counts_the_outside_plus_its_supported_region(tmp_path, capsys):
+    eye = render_sample(sample_eye(0, "diabetic_retinopathy"), 384, modalities=("cfp",), phases=("early",))["cfp"]
+    ffa = eye["ffa_early"].copy()
+    ffa[:, 270:] = cv2.GaussianBlur(ffa, (0, 0), 12)[:, 270:]  # lit but vessel-free: nothing to match there
+    shift = np.array([[1.0, 0, 10], [0, 1, -7], [0, 0, 1]])
+    (tmp_path / "uwf" / "train").mkdir(parents=True)
+    PIL.Image.fromarray(eye["source_image"]).save(tmp_path / "uwf" / "train" / "1_slo.png")
+    PIL.Image.fromarray(warp_to(ffa, shift, ffa.shape)).save(tmp_path / "uwf" / "train" / "1_ffa_early.png")
+    make_angiogram_pairs.main(["--input", str(tmp_path / "uwf"), "--layout", "uwf_triplets", "--real_slo_source",
+                               "--register", "--local_registration", "--resolution", "128",
+                               "--output_dir", str(tmp_path / "pairs"), "--phases", "early", "late"])
+    assert "local ok, held-out inliers" in capsys.readouterr().out
+    row = load_dataset_fresh(str(tmp_path / "pairs"))["train"][0]
+    processor = FFAImageProcessor(resolution=128)
+    framing = processor.frame(processor.to_float_rgb(eye["source_image"]))
+    aligned = processor.apply_framing(ffa[..., None] / 255.0, framing, 128)[..., 0] * 255
+    retina = cv2.erode((aligned > 20).astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
+    stored = np.asarray(row["ffa_early"])
+    assert np.abs(stored.astype(float) - aligned)[retina].mean() < 6  # warped onto the SLO
+    mask = np.asarray(row["loss_mask"]) == 255
+    assert mask[make_angiogram_pairs.loss_mask(stored) == 255].all()  # the outside of the retina, as without
+    assert mask[retina].mean() > 0.5  # and the supported retina
+    band = retina.copy()
+    band[:, :102] = False  # the vessel-free band (from column (270 + 10) / 3 = 93 on) less a tile's reach
+    assert mask[band].mean() < 0.05  # not supported there: not the whole frame, as a global registration would
+
+
 def test_register_needs_a_real_slo_source(tmp_path, capsys):
     with pytest.raises(SystemExit):
         make_angiogram_pairs.main(["--input", str(tmp_path), "--layout", "uwf_triplets", "--output_dir",
                                    str(tmp_path / "pairs"), "--register"])
     assert "--register needs --real_slo_source" in capsys.readouterr().err
+
+
+def test_local_registration_needs_register(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        make_angiogram_pairs.main(["--input", str(tmp_path), "--layout", "uwf_triplets", "--real_slo_source",
+                                   "--output_dir", str(tmp_path / "pairs"), "--local_registration"])
+    assert "--local_registration needs --register" in capsys.readouterr().err
 
 
 def test_real_slo_source_needs_the_uwf_layout(tmp_path, capsys):

@@ -31,7 +31,13 @@ Layouts of `--input` (`--layout`):
   loss_mask` trains only there). With `--register` as well, each angiogram is registered onto its SLO
   (`ffa_pipeline.registration`, as `train/prepare_dataset.py` registers the test pairs); one that registers is
   warped into the SLO's pixels and its `loss_mask` covers its whole frame, the retina too (2 of the 8 real train
-  pairs register: experiments/registered_slo_probe.sh). The foveal pit is
+  pairs register: experiments/registered_slo_probe.sh). With `--local_registration` as well, each pair is then
+  refined by a smooth local warp (`refine_locally`, whether or not the global fit was accepted: the global affine
+  leaves ~10 px of local error, and eye 3's early pair, rejected globally, registers locally inside part of its
+  retina; experiments/results/local_registration_probe.md): a pair whose local refinement passes its held-out
+  checks is warped locally (`warp_locally`) and its `loss_mask` is the outside of the retina plus the refinement's
+  supported region (the lit retina within one tile of a verified match), not the whole frame; one that fails
+  locally keeps the global outcome above. The foveal pit is
   drawn at an SLO's scale where the eye's early frame has its fovea. With `--lid_draws N` each angiogram is
   rendered N times, each seen between its own random eyelids (`with_lids`, `--lid_style`). With `--optic_disc`
   the disc is drawn as a real SLO shows it, a near-white spot with a broad glow (`optic_disc_glow`).
@@ -71,7 +77,7 @@ from ffa_pipeline.anatomy import FOVEA_RADIUS, find_fovea, retinal_field
 from ffa_pipeline.data import load_dataset_fresh, write_parquet_splits
 from ffa_pipeline.image_processing import FFAImageProcessor, vessel_map
 from ffa_pipeline.phantom.imaging import uwf_view
-from ffa_pipeline.registration import register_pair, warp_to
+from ffa_pipeline.registration import refine_locally, register_pair, warp_locally, warp_to
 from ffa_pipeline.vocab import PHASES
 
 DISEASE_FOLDERS = {"normal": "normal", "brvo": "vein_occlusion", "with_np": "diabetic_retinopathy",
@@ -297,23 +303,42 @@ def load_angiogram(path: Path, layout: str, resolution: int) -> tuple[np.ndarray
     return angiogram, slo
 
 
-def frame_with_slo(path: Path, resolution: int, register: bool = False
+def frame_with_slo(path: Path, resolution: int, register: bool = False, local_registration: bool = False
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """A UWF angiogram and its eye's real SLO framed alike (as `load_angiogram`), and with `register` where the
-    angiogram covers the SLO after registration onto it (`register_pair`, as `train/prepare_dataset.py` registers
-    the test pairs; HxW bool), or None when the pair does not register and the angiogram stays as acquired."""
+    """A UWF angiogram and its eye's real SLO framed alike (as `load_angiogram`), and with `register` the part of
+    the retina where the pair agrees after registration onto the SLO (HxW bool), or None when the pair does not
+    register and the angiogram stays as acquired. Global (`register_pair`, as `train/prepare_dataset.py` registers
+    the test pairs): wherever the warped angiogram covers the SLO. With `local_registration`, a pair whose local
+    refinement (`refine_locally`) is trusted is warped locally instead and agrees only on the refinement's
+    `support`, where its matches verify it; one whose refinement is not trusted keeps the global outcome."""
     processor = FFAImageProcessor(resolution=resolution)
     slo = processor.to_float_rgb(uwf_slo_path(path))
     framing = processor.frame(slo)
     grey = np.asarray(PIL.Image.open(path).convert("L"))
     covered = None
     if register:
-        result = register_pair((slo * 255).round().astype(np.uint8), grey)
-        print(f"{path.name}: {'registered' if result.ok else 'not registered (' + result.reason + ')'}, inlier ratio "
-              f"{result.inlier_ratio:.2f}")
-        if result.ok:
-            covered = warp_to(np.ones_like(grey), result.matrix, slo.shape)
+        slo_uint8 = (slo * 255).round().astype(np.uint8)
+        result = register_pair(slo_uint8, grey)
+        report = (f"{path.name}: global {'registered' if result.ok else 'not registered (' + result.reason + ')'}, "
+                  f"inlier ratio {result.inlier_ratio:.2f}")
+        local = refine_locally(slo_uint8, grey, result) if local_registration else None
+        if local is not None:
+            report += (f"; local {'ok' if local.ok else 'rejected (' + local.reason + ')'}, held-out inliers "
+                       f"{local.heldout_inliers:.2f} (global {local.global_heldout_inliers:.2f}), median "
+                       f"{local.heldout_median_error_px:.1f} px, vessel correlation {local.heldout_correlation:.2f} "
+                       f"(global {local.global_heldout_correlation:.2f}), {local.num_matches} matches, support "
+                       f"{local.supported_fraction:.2f}")
+        if local is not None and local.ok:
+            covered = local.support & (warp_locally(np.ones_like(grey), local) > 0)
+            grey = warp_locally(grey, local)
+            report += " -> local warp, loss outside the retina and on the support"
+        elif result.ok:
+            covered = warp_to(np.ones_like(grey), result.matrix, slo.shape) > 0
             grey = warp_to(grey, result.matrix, slo.shape)
+            report += " -> global warp, loss on the whole frame"
+        else:
+            report += " -> as acquired, loss outside the retina only"
+        print(report)
     angiogram = processor.apply_framing(grey.astype(np.float32)[..., None] / 255.0, framing, resolution)[..., 0]
     if covered is not None:
         covered = processor.apply_framing(covered.astype(np.float32)[..., None], framing, resolution)[..., 0] > 0.99
@@ -332,7 +357,8 @@ def features(phases: list[str], loss_mask: bool = False) -> Features:
 def loss_mask(angiogram: np.ndarray, covered: np.ndarray | None = None) -> np.ndarray:
     """HxW uint8, 255 where a real SLO and its angiogram (framed alike) agree: outside the angiogram's retinal field
     (`retinal_field`, with its margin), where the SLO shows eyelids and lashes, or the black around its image, and
-    the angiogram is black; and, for a pair registered onto its SLO, wherever the angiogram covers it (`covered`).
+    the angiogram is black; and, for a pair registered onto its SLO, where they agree after registration
+    (`covered`: wherever the warped angiogram covers the SLO, or a local registration's supported region).
 
     Unregistered, they are not pixel-aligned, so on the retina they disagree about where each vessel is, and a model
     trained there draws a dim blur (experiments/results/real_slo_probe.md). The black around the image counts too:
@@ -348,19 +374,21 @@ def make_rows(found: list[tuple[Path, str, str]], phases: list[str], resolution:
               root: Path, layout: str = "ffa_real", real_slo_source: bool = False,
               foveal_pit: bool = True, lid_draws: int = 0, lid_style: str = "slo",
               optic_disc: bool = False, uwf_periphery: list[dict[str, np.ndarray]] | None = None,
-              register: bool = False) -> tuple[list[dict], int]:
+              register: bool = False, local_registration: bool = False) -> tuple[list[dict], int]:
     """Dataset rows (images as PNG bytes) and the number of duplicates left out; `foveal_pit=False` draws none
     where the layout would; `lid_draws` > 0 renders each angiogram that many times, each with its own eyelids
     (`with_lids` in `lid_style`); `optic_disc` adds a real SLO's bright disc (`optic_disc_glow`); `uwf_periphery`
     (`load_uwf_periphery`) sets each `ffa_real` angiogram into a random phantom UWF eye (`set_into_uwf`);
-    `register` (with `real_slo_source`) registers each angiogram onto its SLO (`frame_with_slo`)."""
+    `register` (with `real_slo_source`) registers each angiogram onto its SLO, `local_registration` refines that
+    locally (`frame_with_slo`)."""
     rows, seen, earlies = [], set(), {}  # earlies: each UWF eye's early frame, framed once for both its phases
     drawing = LAYOUTS["uwf_triplets" if uwf_periphery else layout]
     drawing = dataclasses.replace(drawing, foveal_pit=drawing.foveal_pit and foveal_pit, optic_disc=optic_disc)
     for path, disease, phase in found:
         covered = None
         if register:
-            angiogram, slo, covered = frame_with_slo(path, resolution, register=True)
+            angiogram, slo, covered = frame_with_slo(path, resolution, register=True,
+                                                     local_registration=local_registration)
         else:
             angiogram, slo = load_angiogram(path, layout, resolution)
         digest = hashlib.sha256(angiogram.tobytes()).hexdigest()
@@ -472,8 +500,10 @@ def write_card(args: argparse.Namespace, files: dict[str, str], rows: list[dict]
     body = [
         "---", "", f"# {args.output_dir.name}", "",
         ("Real ultra-widefield fluorescein angiograms, each paired with its eye's real SLO "
-         + ("(registered onto it where the registration is trusted, else as acquired; see `loss_mask`)"
-            if args.register else "as acquired (not pixel-aligned)")
+         + ("(registered onto it where the registration is trusted"
+            + (", by a smooth local warp where its local refinement is trusted (`loss_mask` then covers only the "
+               "refinement's supported region of the retina)" if args.local_registration else "")
+            + ", else as acquired; see `loss_mask`)" if args.register else "as acquired (not pixel-aligned)")
          + ", framed as the pipeline frames the SLO, by `train/make_angiogram_pairs.py` of ffa-diffusion."
          if args.real_slo_source else
          "Real fluorescein angiograms, each paired with a photo-like source rendered from it (not a real photo) by "
@@ -513,6 +543,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="with --real_slo_source: register each angiogram onto its SLO; a pair that registers "
                              "is warped into the SLO's pixels and its loss_mask covers the whole angiogram, one that "
                              "does not stays as acquired with the loss outside the retina only")
+    parser.add_argument("--local_registration", action="store_true",
+                        help="with --register: refine each pair by a smooth local warp (refine_locally, also when the "
+                             "global fit was rejected); a pair whose refinement passes its held-out checks is warped "
+                             "locally and its loss_mask is the outside of the retina plus the refinement's supported "
+                             "region; one that fails locally keeps the global outcome")
     parser.add_argument("--no_foveal_pit", action="store_true",
                         help="no photo's foveal pit in the sources (as rendered for the default model's steps "
                              "3c-3f, experiments/train_default.sh)")
@@ -537,6 +572,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--real_slo_source needs --layout uwf_triplets, got --layout {args.layout}")
     if args.register and not args.real_slo_source:
         parser.error("--register needs --real_slo_source (it registers the angiogram onto the eye's real SLO)")
+    if args.local_registration and not args.register:
+        parser.error("--local_registration needs --register (it refines the global registration onto the real SLO)")
     if args.optic_disc and (args.layout != "uwf_triplets" or args.real_slo_source):
         parser.error(f"--optic_disc needs --layout uwf_triplets with a rendered source, got --layout {args.layout}"
                      + (" --real_slo_source" if args.real_slo_source else ""))
@@ -570,7 +607,7 @@ def main(argv: list[str] | None = None) -> None:
     rows, duplicates = make_rows(found, args.phases, args.resolution, args.input, args.layout, args.real_slo_source,
                                  foveal_pit=not args.no_foveal_pit, lid_draws=args.lid_draws,
                                  lid_style=args.lid_style, optic_disc=args.optic_disc, uwf_periphery=periphery,
-                                 register=args.register)
+                                 register=args.register, local_registration=args.local_registration)
     files = write_parquet_splits({args.split: rows}, features(args.phases, args.real_slo_source), args.output_dir)
     write_card(args, files, rows)
     print(f"{len(rows)} pairs ({duplicates} duplicate images left out) -> {args.output_dir / files[args.split]}")
