@@ -130,17 +130,19 @@ python train/train_ffa.py --pretrained_ffa_model runs/ffa-realslo \
   --train_data_dir data/phantom-train data/phantom-uwf-768 $A $A $A data/uwf-angiogram-pairs-slolids-768 \
   $S $S $S $S $S $S $S $S $S $S "${FINE_TUNE[@]}" --loss_mask_column loss_mask --max_train_steps 300 \
   --checkpointing_steps 300 --output_dir runs/ffa-more256
-# 3m. The real SLOs inside the retina where they register: 300 more steps at half the learning rate on the data of
-#    3k with the 8 real SLO pairs registered onto their SLOs (`--register`; eye 2's two pairs register and count over
-#    the whole frame, the other six only outside the retina, as in 3j; 36 min caching + 8 min training). Against the
-#    same 300 steps at 2e-4 without registration: registered real UWF MS-SSIM +0.05 / +0.04 over five seeds, more
-#    discs found (27 of 30 frames, was 24); against 3l, the same at 2e-4 (shipped 2026-12-01 to 12-02): more foveae
-#    found and the phantom's early vessels followed better (experiments/registered_slo_probe.sh with LR=1e-4,
-#    experiments/results/registered_slo_probe.md). (Shipped from the same run started from assets/ffa-default, i.e.
-#    step 3k with step 4's sampling defaults, as 3j and 3k.)
+# 3n. The real SLOs inside the retina where they register: 300 more steps at half the learning rate on the data of
+#    3k with the 8 real SLO pairs registered onto their SLOs, each refined by a smooth local warp verified on
+#    held-out tiles (`--register --local_registration`): eye 2's two pairs and eye 3's early one verify and count
+#    outside the retina and on their verified retina, the other five only outside the retina, as in 3j (32 min
+#    caching + 8 min training). Over five seeds: UWF discs found in 29 of 30 frames (3k: 23), registered real UWF
+#    MS-SSIM 0.752 / 0.721 (0.689 / 0.661). Steps 3l (2e-4, eye 2's pairs registered by the affine alone over the
+#    whole frame; shipped 2026-12-01 to 12-02) and 3m (the same at 1e-4; shipped for an hour on 2026-12-02) found
+#    fewer discs (27 of 30), 3l fewer foveae and followed the phantom's early vessels less (experiments/
+#    registered_slo_probe.sh with LR=1e-4 LOCAL=1, experiments/results/registered_slo_probe.md). (Shipped from the
+#    same run started from assets/ffa-default, i.e. step 3k with step 4's sampling defaults, as 3j and 3k.)
 python train/make_angiogram_pairs.py --layout uwf_triplets --input ../shared/data/uwf_slo_ffa --resolution 768 \
-  --split train --real_slo_source --register --output_dir data/uwf-slo-pairs-768-registered
-R=data/uwf-slo-pairs-768-registered
+  --split train --real_slo_source --register --local_registration --output_dir data/uwf-slo-pairs-768-registered-local
+R=data/uwf-slo-pairs-768-registered-local
 python train/train_ffa.py --pretrained_ffa_model runs/ffa-more256 \
   --train_data_dir data/phantom-train data/phantom-uwf-768 $A $A $A data/uwf-angiogram-pairs-slolids-768 \
   $R $R $R $R $R $R $R $R $R $R "${FINE_TUNE[@]}" --loss_mask_column loss_mask --max_train_steps 300 \

@@ -38,9 +38,9 @@ SHORT_SYNTHETIC_MARK = "SYNTHETIC"  # for images too narrow for the full mark
 UNTRAINED_WARNING = "untrained demo model: output is random"
 EMBEDDED_DEFAULT_NOTE = (
     "the embedded default model learnt from a simulated retina and from real angiograms with photos rendered from "
-    "them, never from a real colour photo (real SLOs on the retina from one eye only): on a real colour photo its "
+    "them, never from a real colour photo (real SLOs on the retina from two eyes only): on a real colour photo its "
     "angiogram puts the vessels, the disc and the dark fovea in place (the fovea fainter than in a real angiogram), "
-    "but lesions are not reliable; on ultra-widefield SLO it finds the disc in 9 of 10 test frames over 5 seeds and "
+    "but lesions are not reliable; on ultra-widefield SLO it finds the disc in 29 of 30 test frames over 5 seeds and "
     "the fovea in 7 of the 10 frames where it could be checked, but draws thicker, fewer, dimmer vessels than real - "
     "see the README: The default model"
 )
