@@ -83,7 +83,8 @@ def test_an_angiogram_per_image_or_per_output(tiny_pipe, fundus_like):
                           generator=seeded(), **FAST).images
     per_output = tiny_pipe(fundus_like, angiogram=pil * 2, strength=0.5, num_images_per_prompt=2, output_type="np",
                            generator=seeded(), **FAST).images
-    np.testing.assert_allclose(per_image, per_output, atol=1e-6)
+    # The same draw; float32 kernels round differently for a batch of 1 and of 2 (seen: 2e-6 on one CPU).
+    np.testing.assert_allclose(per_image, per_output, atol=1e-5)
     assert not np.allclose(per_image[0], per_image[1])  # each sample its own noise
 
 
