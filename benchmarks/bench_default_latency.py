@@ -7,7 +7,9 @@ The call is what the Quickstart and the app make: `pipe(photo, modality="cfp", p
 own scheduler, steps and guidance (`pipe.sampling_settings()`), a PIL photo in (the 512x512 copy of
 scikit-image's CC0 retina in assets/examples, so field-of-view detection and resizing are included) and a PIL
 angiogram out. Wall time per call after `--warmup` untimed calls; median and min are reported, nothing is
-asserted. Writes
+asserted. It also reports the median seconds per call spent in each network (`components_median_s`: the VAE's
+encoder and decoder, the UNet over all steps and branches, the condition encoder; "other" is the rest: ridge maps,
+resizing, the scheduler), timed by forward hooks, to show which part a faster model must shrink. Writes
 `benchmarks/results/bench_default_latency.json`, with the CPU's model name and torch's SIMD level: the same
 "2-core machine" gave the previous default model 0.85 s in some sessions and 2.2 s (an AVX2-only AMD EPYC) in
 another.
@@ -20,6 +22,7 @@ import json
 import platform
 import statistics
 import time
+from collections import defaultdict
 from pathlib import Path
 
 import PIL.Image
@@ -38,6 +41,25 @@ def cpu_model() -> str:
     return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "unknown")
 
 
+class ComponentTimer:
+    """Seconds spent in each named module's forward calls, summed until `reset`; timed by forward hooks."""
+
+    def __init__(self, modules: dict[str, torch.nn.Module]):
+        self.seconds: dict[str, float] = defaultdict(float)
+        self._started: dict[str, float] = {}
+        for name, module in modules.items():
+            module.register_forward_pre_hook(lambda *_, name=name: self._started.__setitem__(name, time.perf_counter()))
+            module.register_forward_hook(lambda *_, name=name: self._stop(name))
+
+    def _stop(self, name: str) -> None:
+        self.seconds[name] += time.perf_counter() - self._started.pop(name)
+
+    def reset(self) -> dict[str, float]:
+        """The seconds since the last reset, per module, and start again."""
+        seconds, self.seconds = dict(self.seconds), defaultdict(float)
+        return seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=None, help="default: the embedded default model")
@@ -52,16 +74,22 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     pipe = load_default_pipeline(args.model)
     pipe.set_progress_bar_config(disable=True)
+    timer = ComponentTimer({"vae_encoder": pipe.vae.encoder, "unet": pipe.unet, "vae_decoder": pipe.vae.decoder,
+                            "condition_encoder": pipe.condition_encoder})
     photo = PIL.Image.open(PHOTO).convert("RGB")
     phases = ["early", "late"]
     settings = {"num_inference_steps": args.num_inference_steps, "image_guidance_scale": args.image_guidance_scale}
     for index in range(args.warmup):
         pipe(photo, modality="cfp", phase=phases[index % 2], generator=torch.Generator().manual_seed(index), **settings)
-    seconds = []
+    seconds, components = [], defaultdict(list)
     for index in range(args.repeats):
+        timer.reset()
         start = time.perf_counter()
         pipe(photo, modality="cfp", phase=phases[index % 2], generator=torch.Generator().manual_seed(index), **settings)
         seconds.append(time.perf_counter() - start)
+        spent = timer.reset()
+        for name, value in {**spent, "other": seconds[-1] - sum(spent.values())}.items():
+            components[name].append(value)
     steps, image_guidance, label_guidance = pipe.sampling_settings(**settings)
     result = {
         "model": str(args.model or "embedded default"), "untrained_fallback": bool(pipe.is_untrained),
@@ -73,12 +101,15 @@ def main() -> None:
         "cpu_model": cpu_model(), "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "repeats": args.repeats, "median_s": statistics.median(seconds), "min_s": min(seconds),
         "max_s": max(seconds),
+        "components_median_s": {name: round(statistics.median(values), 4) for name, values in components.items()},
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2) + "\n")
     print(f"| model | scheduler | steps | guidance (image / label) | median s | min s |\n|---|---|---|---|---|---|\n"
           f"| {result['model']} | {result['scheduler']} | {steps} | {image_guidance:g} / {label_guidance:g} | "
           f"{result['median_s']:.3f} | {result['min_s']:.3f} |")
+    print("median s per call by network: " + ", ".join(
+        f"{name} {value:.3f}" for name, value in result["components_median_s"].items()))
 
 
 if __name__ == "__main__":
