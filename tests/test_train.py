@@ -207,6 +207,48 @@ def test_vae_decoder_finetune_reports_metrics(phantom_dir, tmp_path):
     assert not torch.equal(start.decoder.conv_out.weight, tuned.decoder.conv_out.weight)
 
 
+def _student_config(tmp_path, **changes):
+    """The tiny VAE with half its channels and no attention, written as a --model_config JSON."""
+    from ffa_pipeline.model_config import load_model_config
+
+    vae = {**load_model_config("tiny")["vae"], "block_out_channels": [4, 8], "mid_block_add_attention": False}
+    path = tmp_path / "student.json"
+    path.write_text(json.dumps({"vae": {**vae, **changes}}))
+    return str(path)
+
+
+def test_vae_distillation_learns_the_teachers_latent_space(phantom_dir, tmp_path):
+    from diffusers import AutoencoderKL
+
+    teacher_dir = tmp_path / "teacher"
+    build_pipeline("tiny").vae.save_pretrained(teacher_dir)
+    train_vae.main(["--teacher_vae_model_name_or_path", str(teacher_dir), "--model_config", _student_config(tmp_path),
+                    "--train_data_dir", str(phantom_dir), "--image_column", "ffa_late", "source_image",
+                    "--resolution", "32", "--max_train_steps", "40", "--learning_rate", "2e-3",
+                    "--train_batch_size", "4", "--output_dir", str(tmp_path / "out")])
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    before, after = metrics["before"]["teacher_agreement"], metrics["after"]["teacher_agreement"]
+    assert after["decoder_psnr_vs_teacher"] > before["decoder_psnr_vs_teacher"]
+    assert after["relative_latent_rmse"] < before["relative_latent_rmse"]
+    teacher = AutoencoderKL.from_pretrained(teacher_dir)
+    student = AutoencoderKL.from_pretrained(tmp_path / "out" / "vae")
+    assert student.config.scaling_factor == teacher.config.scaling_factor
+    assert student.config.block_out_channels == [4, 8] and not student.config.mid_block_add_attention
+
+
+def test_vae_distillation_needs_the_teachers_latent_shape(phantom_dir, tmp_path):
+    teacher_dir = tmp_path / "teacher"
+    build_pipeline("tiny").vae.save_pretrained(teacher_dir)
+    common = ["--teacher_vae_model_name_or_path", str(teacher_dir), "--train_data_dir", str(phantom_dir),
+              "--image_column", "ffa_late", "--resolution", "32", "--max_train_steps", "1",
+              "--output_dir", str(tmp_path / "out")]
+    with pytest.raises(ValueError, match="2 latent channels .* the teacher 4"):
+        train_vae.main(common + ["--model_config", _student_config(tmp_path, latent_channels=2)])
+    with pytest.raises(SystemExit):
+        train_vae.main(common + ["--pretrained_vae_model_name_or_path", str(teacher_dir)])
+    assert not (tmp_path / "out" / "vae").exists()
+
+
 def test_color_jitter_changes_the_inputs_only(phantom_dir):
     from ffa_pipeline.data import ColumnSpec, PairedFFADataset, resolve_labels
     from ffa_pipeline.vocab import DISEASES, MODALITIES, PHASES

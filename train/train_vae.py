@@ -1,10 +1,19 @@
 #!/usr/bin/env python
-"""Train a small AutoencoderKL from scratch, or fine-tune only the decoder of a given VAE, on retinal images.
+"""Train a small AutoencoderKL from scratch, fine-tune only the decoder of a given VAE, or distil a given VAE into a
+smaller one that keeps its latent space, on retinal images.
 
 The decoder fine-tune is the second stage of the few-shot protocol: a natural-image VAE blurs the fine vessels and
 dots that an angiogram is made of, and its decoder can learn them back from FFA images alone (no pairs needed).
 Loss: L1 + `--ssim_weight` x (1 - SSIM) + `--kl_weight` x KL. Reports reconstruction PSNR / SSIM on held-out images
 before and after training (`metrics.json`).
+
+Distillation (`--teacher_vae_model_name_or_path`): the VAE of `--model_config` (fewer channels, no attention: a
+faster one) learns the teacher's latent space, its encoder the teacher's posterior (MSE of the latent means and
+log-variances, `--latent_weight`: the trainer samples latents from it, the pipeline takes its mean) and its
+decoder the teacher's decoding of the teacher's latent samples (L1 + SSIM against it), so that a diffusion model
+trained on the teacher's latents runs unchanged with it. It keeps the teacher's `scaling_factor`, and
+`metrics.json` adds how closely it follows the teacher on held-out images (`teacher_agreement`). Ours: diffusers
+has no VAE distillation.
 
 Images come from a Hugging Face dataset (`--dataset_name` / `--train_data_dir`, any number of `--image_column`s)
 and/or image folders (`--image_dir`, searched recursively), e.g. the real FFA of `../shared/data/ffa_real`.
@@ -45,7 +54,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pretrained_vae_model_name_or_path", help="Fine-tune this VAE's decoder (folder/Hub id).")
     parser.add_argument("--subfolder", default=None, help="e.g. 'vae' inside a pipeline folder.")
-    parser.add_argument("--model_config", default="small", help="From scratch: the 'vae' part of this config.")
+    parser.add_argument("--model_config", default="small", help="From scratch: the 'vae' part of this config (a "
+                        "bundled name or a JSON path).")
+    parser.add_argument("--teacher_vae_model_name_or_path", default=None, help="Distil this VAE (folder/Hub id) "
+                        "into the one of --model_config, in its latent space.")
+    parser.add_argument("--teacher_subfolder", default=None, help="e.g. 'vae' inside the teacher's pipeline folder.")
+    parser.add_argument("--latent_weight", type=float, default=1.0, help="Distillation: weight of the latent MSE "
+                        "(posterior mean and log-variance).")
     parser.add_argument("--train_decoder_only", action="store_true", help="Freeze the encoder (default with a "
                         "pretrained VAE: the UNet's latent space must not move).")
     parser.add_argument("--dataset_name", default=None)
@@ -79,6 +94,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--crop_size {args.crop_size} must be between 8 and --resolution {args.resolution}")
     if not args.image_dir and not (args.image_column and (args.dataset_name or args.train_data_dir)):
         parser.error("give --image_dir and/or --image_column with --dataset_name / --train_data_dir")
+    if args.teacher_vae_model_name_or_path and (args.pretrained_vae_model_name_or_path or args.train_decoder_only):
+        parser.error("--teacher_vae_model_name_or_path trains a new VAE whole; it does not go with "
+                     "--pretrained_vae_model_name_or_path or --train_decoder_only")
     if args.pretrained_vae_model_name_or_path:
         args.train_decoder_only = True
     return args
@@ -149,12 +167,40 @@ def reconstruction_metrics(vae: AutoencoderKL, loader: torch.utils.data.DataLoad
 
 
 @torch.no_grad()
+def teacher_agreement(vae: AutoencoderKL, teacher: AutoencoderKL,
+                      loader: torch.utils.data.DataLoader) -> dict[str, float]:
+    """How well a distilled VAE stands in for its teacher on held-out images: PSNR of its decoding of the teacher's
+    latents (posterior mode) against the teacher's own, and the RMS error of its latent means against the
+    teacher's, relative to the RMS of the teacher's."""
+    psnr, count, error, scale = 0.0, 0, 0.0, 0.0
+    for images in loader:
+        images = images.to(vae.device, vae.dtype)
+        target = teacher.encode(images).latent_dist.mode()
+        ours, theirs = vae.decode(target).sample.clamp(-1, 1), teacher.decode(target).sample.clamp(-1, 1)
+        for a, b in zip(ours, theirs):
+            psnr += peak_signal_noise_ratio((a[None] + 1) / 2, (b[None] + 1) / 2, data_range=1.0).item()
+            count += 1
+        error += F.mse_loss(vae.encode(images).latent_dist.mode(), target, reduction="sum").item()
+        scale += target.pow(2).sum().item()
+    return {"decoder_psnr_vs_teacher": psnr / count, "relative_latent_rmse": math.sqrt(error / scale)}
+
+
+@torch.no_grad()
 def latent_scaling_factor(vae: AutoencoderKL, loader: torch.utils.data.DataLoader) -> float:
     """1 / std of the latents (posterior mode): unit-variance latents for the diffusion model, the way Stable
     Diffusion's 0.18215 was chosen."""
     latents = torch.cat([vae.encode(images.to(vae.device, vae.dtype)).latent_dist.mode().float()
                          for images in loader])
     return float(1.0 / latents.std())
+
+
+def check_same_latent_shape(vae: AutoencoderKL, teacher: AutoencoderKL) -> None:
+    """A distilled VAE must give latents of the teacher's channels and downsampling; ValueError naming both."""
+    ours = (vae.config.latent_channels, len(vae.config.block_out_channels))
+    theirs = (teacher.config.latent_channels, len(teacher.config.block_out_channels))
+    if ours != theirs:
+        raise ValueError(f"--model_config's VAE has {ours[0]} latent channels and {ours[1]} blocks, the teacher "
+                         f"{theirs[0]} and {theirs[1]}: a distilled VAE needs the teacher's latent shape")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -175,6 +221,11 @@ def main(argv: list[str] | None = None) -> None:
         vae = AutoencoderKL.from_pretrained(args.pretrained_vae_model_name_or_path, subfolder=args.subfolder)
     else:
         vae = AutoencoderKL(**load_model_config(args.model_config)["vae"])
+    teacher = None
+    if args.teacher_vae_model_name_or_path:
+        teacher = AutoencoderKL.from_pretrained(args.teacher_vae_model_name_or_path, subfolder=args.teacher_subfolder)
+        teacher.requires_grad_(False).eval().to(accelerator.device)
+        check_same_latent_shape(vae, teacher)
     vae.requires_grad_(True)
     if args.train_decoder_only:
         vae.encoder.requires_grad_(False)
@@ -190,6 +241,8 @@ def main(argv: list[str] | None = None) -> None:
     train_loader = torch.utils.data.DataLoader(train_set, batch_size=args.train_batch_size, shuffle=True)
     validation_loader = torch.utils.data.DataLoader(validation_set, batch_size=args.train_batch_size)
     before = reconstruction_metrics(vae, validation_loader)
+    if teacher is not None:
+        before["teacher_agreement"] = teacher_agreement(vae, teacher, validation_loader)
     logger.info(f"held-out reconstruction before: {before}")
 
     optimizer = torch.optim.AdamW(parameters, lr=args.learning_rate)
@@ -213,12 +266,25 @@ def main(argv: list[str] | None = None) -> None:
         for images in accelerator.skip_first_batches(train_loader, skip) if skip else train_loader:
             with accelerator.accumulate(vae):
                 posterior = model.encode(images).latent_dist
-                reconstruction = model.decode(posterior.sample()).sample
-                l1 = F.l1_loss(reconstruction.float(), images.float())
+                if teacher is None:
+                    latents, target = posterior.sample(), images
+                else:
+                    with torch.no_grad():
+                        taught = teacher.encode(images).latent_dist
+                        latents = taught.sample()
+                        target = teacher.decode(latents).sample
+                reconstruction = model.decode(latents).sample
+                l1 = F.l1_loss(reconstruction.float(), target.float())
                 ssim = structural_similarity_index_measure((reconstruction.float().clamp(-1, 1) + 1) / 2,
-                                                           (images.float() + 1) / 2, data_range=1.0)
-                kl = posterior.kl().mean()
-                loss = l1 + args.ssim_weight * (1 - ssim) + args.kl_weight * kl
+                                                           (target.float().clamp(-1, 1) + 1) / 2, data_range=1.0)
+                if teacher is None:
+                    term, weight = "kl", args.kl_weight
+                    latent_loss = posterior.kl().mean()
+                else:
+                    term, weight = "latent_mse", args.latent_weight  # the posterior's mean and log-variance
+                    latent_loss = (F.mse_loss(posterior.mean.float(), taught.mean.float())
+                                   + F.mse_loss(posterior.logvar.float(), taught.logvar.float()))
+                loss = l1 + args.ssim_weight * (1 - ssim) + weight * latent_loss
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(parameters, args.max_grad_norm)
@@ -230,7 +296,7 @@ def main(argv: list[str] | None = None) -> None:
             global_step += 1
             progress.update(1)
             progress.set_postfix(l1=f"{l1.item():.4f}", ssim=f"{ssim.item():.3f}")
-            accelerator.log({"l1": l1.item(), "ssim": ssim.item(), "kl": kl.item()}, step=global_step)
+            accelerator.log({"l1": l1.item(), "ssim": ssim.item(), term: latent_loss.item()}, step=global_step)
             if global_step % args.checkpointing_steps == 0 and accelerator.is_main_process:
                 save_checkpoint(accelerator, output_dir, global_step, args.checkpoints_total_limit)
             if global_step >= args.max_train_steps:
@@ -240,8 +306,12 @@ def main(argv: list[str] | None = None) -> None:
     if accelerator.is_main_process:
         model.eval()
         after = reconstruction_metrics(model, validation_loader)
+        if teacher is not None:
+            after["teacher_agreement"] = teacher_agreement(model, teacher, validation_loader)
         logger.info(f"held-out reconstruction after: {after}")
-        if not args.train_decoder_only:
+        if teacher is not None:
+            model.register_to_config(scaling_factor=teacher.config.scaling_factor)  # the teacher's latent space
+        elif not args.train_decoder_only:
             model.register_to_config(scaling_factor=latent_scaling_factor(model, validation_loader))
             logger.info(f"latent scaling factor: {model.config.scaling_factor:.5f}")
         model.save_pretrained(output_dir / "vae")
