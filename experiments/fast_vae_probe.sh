@@ -5,7 +5,7 @@
 # downsampling) learns the shipped VAE's latent space (`train_vae.py --teacher_vae_model_name_or_path`), so the UNet,
 # condition encoder and disease embedding are kept as they are. Then the shipped model and the one with the
 # distilled VAE on the same checks: held-out phantom eyes (inverted green only; pix2pix does not depend on the VAE),
-# the 36 held-out real angiograms, the real photos, and the latency, run in turns.
+# 12 of the 36 held-out real angiograms, the real photos, and the latency, run in turns.
 # About 25 min training + 35 min checks on the 2-core CPU. Results: experiments/results/fast_vae_probe.md.
 #   bash experiments/fast_vae_probe.sh          (OUT=runs/fast-vae STEPS=500)
 set -euo pipefail
@@ -40,11 +40,12 @@ for RUN in default=assets/ffa-default fast=$OUT/pipeline; do  # a check whose re
   [ -f "$E/phantom/metrics.json" ] || python train/evaluate.py --model "$MODEL" --train_data_dir data/phantom-test \
     --max_samples 60 "${PHASES[@]}" --per_modality --baselines inverted_green --output_dir "$E/phantom"
   [ -f "$E/angio/metrics.json" ] || python train/evaluate.py --model "$MODEL" --train_data_dir \
-    data/angiogram-pairs-test --split test "${PHASES[@]}" --output_dir "$E/angio"
+    data/angiogram-pairs-test --split test --max_samples 12 "${PHASES[@]}" --baselines inverted_green \
+    --output_dir "$E/angio"
   [ -f "$E/rpc/real_photo_check.json" ] || python experiments/real_photo_check.py --model "$MODEL" \
     --output_dir "$E/rpc"
   [ -f "$E/uwf-registered/metrics.json" ] || python train/evaluate.py --model "$MODEL" --train_data_dir \
-    data/uwf-registered --split test --target_image_column target_image --phase_column phase \
+    data/uwf-registered --split test --target_image_column target_image --phase_column phase --baselines \
     --output_dir "$E/uwf-registered"
 done
 for TURN in 1 2; do
