@@ -6,7 +6,7 @@
 # condition encoder and disease embedding are kept as they are. Then the shipped model and the one with the
 # distilled VAE on the same checks: held-out phantom eyes (inverted green only; pix2pix does not depend on the VAE),
 # 12 of the 36 held-out real angiograms, the real photos, and the latency, run in turns.
-# About 25 min training + 35 min checks on the 2-core CPU. Results: experiments/results/fast_vae_probe.md.
+# About 23 min training + 25 min checks on the 2-core CPU. Results: experiments/results/fast_vae_probe.md.
 #   bash experiments/fast_vae_probe.sh          (OUT=runs/fast-vae STEPS=500)
 set -euo pipefail
 OUT=${OUT:-runs/fast-vae}
@@ -36,7 +36,7 @@ FFADiffusionPipeline.from_pretrained('assets/ffa-default', vae=vae).save_pretrai
 PHASES=(--target_image_column ffa_arterial,ffa_early,ffa_mid,ffa_late
         --phase_column ffa_arterial_seconds,ffa_early_seconds,ffa_mid_seconds,ffa_late_seconds)
 for RUN in default=assets/ffa-default fast=$OUT/pipeline; do  # a check whose results exist is not run again
-  NAME=${RUN%%=*} MODEL=${RUN#*=} E=$OUT/eval-${RUN%%=*}
+  MODEL=${RUN#*=} E=$OUT/eval-${RUN%%=*}
   [ -f "$E/phantom/metrics.json" ] || python train/evaluate.py --model "$MODEL" --train_data_dir data/phantom-test \
     --max_samples 60 "${PHASES[@]}" --per_modality --baselines inverted_green --output_dir "$E/phantom"
   [ -f "$E/angio/metrics.json" ] || python train/evaluate.py --model "$MODEL" --train_data_dir \
