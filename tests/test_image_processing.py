@@ -4,6 +4,7 @@ import pytest
 import torch
 from PIL import Image
 from skimage.data import retina
+from skimage.feature import hessian_matrix
 from skimage.filters import sato
 
 from ffa_pipeline.image_processing import (
@@ -11,6 +12,7 @@ from ffa_pipeline.image_processing import (
     Framing,
     _dark_and_bright_ridges,
     _scaled,
+    gaussian_hessian,
     to_input_representation,
 )
 
@@ -278,8 +280,19 @@ def test_grey_ridges_input_is_the_same_for_dark_and_bright_vessel_renderings():
 def test_dark_and_bright_ridges_equal_two_sato_calls():
     image = np.random.default_rng(0).random((48, 40)).astype(np.float32)
     dark, bright = _dark_and_bright_ridges(image, (1.0, 2.0))
-    np.testing.assert_array_equal(dark, _scaled(sato(image, sigmas=[1.0, 2.0], black_ridges=True)))
-    np.testing.assert_array_equal(bright, _scaled(sato(image, sigmas=[1.0, 2.0], black_ridges=False)))
+    np.testing.assert_allclose(dark, _scaled(sato(image, sigmas=[1.0, 2.0], black_ridges=True)), atol=1e-5)
+    np.testing.assert_allclose(bright, _scaled(sato(image, sigmas=[1.0, 2.0], black_ridges=False)), atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(256, 256), (48, 40), (7, 9)])
+@pytest.mark.parametrize("sigma", [0.7, 1.0, 1.5, 2.0, 3.0])
+def test_gaussian_hessian_equals_skimage(shape, sigma):
+    """The OpenCV Hessian is skimage's (same kernels, reflected borders, also where they reach past a tiny image)."""
+    image = np.random.default_rng(0).random(shape).astype(np.float32)
+    expected = hessian_matrix(image, sigma, mode="reflect", use_gaussian_derivatives=True)
+    for ours, theirs in zip(gaussian_hessian(image, sigma), expected, strict=True):
+        assert ours.dtype == np.float32
+        np.testing.assert_allclose(ours, theirs, atol=1e-6 * max(1.0, float(np.abs(theirs).max())))
 
 
 def test_native_resolution_ridges_find_vessels_too_thin_for_the_model_square():
