@@ -1,18 +1,18 @@
 """Latency of the embedded default model: one 256x256 angiogram from a real colour fundus photo, default settings.
 
     .venv/bin/python benchmarks/bench_default_latency.py [--repeats 15] [--model assets/ffa-default]
-        [--num_inference_steps N --image_guidance_scale G]   # another setting than the checkpoint's
+        [--num_inference_steps N --image_guidance_scale G --guidance_interval START END]  # not the checkpoint's
 
-The call is what the Quickstart and the app make: `pipe(photo, modality="cfp", phase=...)` with the checkpoint's
-own scheduler, steps and guidance (`pipe.sampling_settings()`), a PIL photo in (the 512x512 copy of
-scikit-image's CC0 retina in assets/examples, so field-of-view detection and resizing are included) and a PIL
-angiogram out. Wall time per call after `--warmup` untimed calls; median and min are reported, nothing is
-asserted. It also reports the median seconds per call spent in each network (`components_median_s`: the VAE's
-encoder and decoder, the UNet over all steps and branches, the condition encoder; "other" is the rest: ridge maps,
-resizing, the scheduler), timed by forward hooks, to show which part a faster model must shrink. Writes
-`benchmarks/results/bench_default_latency.json`, with the CPU's model name and torch's SIMD level: the same
-"2-core machine" gave the previous default model 0.85 s in some sessions and 2.2 s (an AVX2-only AMD EPYC) in
-another.
+The call is what the Quickstart and the app make: `pipe(photo, modality="cfp", phase=...)` with the checkpoint's own
+scheduler, steps, guidance and guidance interval (`pipe.sampling_settings()`,
+`pipe.guidance_interval_or_default(None)`), a PIL photo in (the 512x512 copy of scikit-image's CC0 retina in
+assets/examples, so field-of-view detection and resizing are included) and a PIL angiogram out. Wall time per call
+after `--warmup` untimed calls; median and min are reported, nothing is asserted. It also reports the median seconds
+per call spent in each network (`components_median_s`: the VAE's encoder and decoder, the UNet over all steps and
+branches, the condition encoder; "other" is the rest: ridge maps, resizing, the scheduler), timed by forward hooks,
+to show which part a faster model must shrink. Writes `benchmarks/results/bench_default_latency.json`, with the CPU's
+model name and torch's SIMD level: the same "2-core machine" gave the previous default model 0.85 s in some sessions
+and 2.2 s (an AVX2-only AMD EPYC) in another.
 """
 
 from __future__ import annotations
@@ -68,6 +68,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     parser.add_argument("--num_inference_steps", type=int, default=None, help="default: the checkpoint's own")
     parser.add_argument("--image_guidance_scale", type=float, default=None, help="default: the checkpoint's own")
+    parser.add_argument("--guidance_interval", type=float, nargs=2, metavar=("START", "END"), default=None,
+                        help="default: the checkpoint's own")
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results" / "bench_default_latency.json")
     args = parser.parse_args()
     if args.threads:
@@ -79,13 +81,16 @@ def main() -> None:
     photo = PIL.Image.open(PHOTO).convert("RGB")
     phases = ["early", "late"]
     settings = {"num_inference_steps": args.num_inference_steps, "image_guidance_scale": args.image_guidance_scale}
+    interval = pipe.guidance_interval_or_default(args.guidance_interval)
     for index in range(args.warmup):
-        pipe(photo, modality="cfp", phase=phases[index % 2], generator=torch.Generator().manual_seed(index), **settings)
+        pipe(photo, modality="cfp", phase=phases[index % 2], generator=torch.Generator().manual_seed(index),
+             guidance_interval=interval, **settings)
     seconds, components = [], defaultdict(list)
     for index in range(args.repeats):
         timer.reset()
         start = time.perf_counter()
-        pipe(photo, modality="cfp", phase=phases[index % 2], generator=torch.Generator().manual_seed(index), **settings)
+        pipe(photo, modality="cfp", phase=phases[index % 2], generator=torch.Generator().manual_seed(index),
+             guidance_interval=interval, **settings)
         seconds.append(time.perf_counter() - start)
         spent = timer.reset()
         for name, value in {**spent, "other": seconds[-1] - sum(spent.values())}.items():
@@ -96,7 +101,8 @@ def main() -> None:
         "input": f"{PHOTO.name} {photo.width}x{photo.height}", "output_px": pipe.default_resolution,
         "scheduler": type(pipe.scheduler).__name__, "num_inference_steps": steps,
         "image_guidance_scale": image_guidance, "label_guidance_scale": label_guidance,
-        "unet_branches": list(pipe._guidance_branches()),  # of the last call, made with these settings
+        "unet_branches": list(pipe._guidance_branches()),  # of the last call's guided steps
+        "guidance_interval": list(interval),
         "torch_threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
         "cpu_model": cpu_model(), "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "repeats": args.repeats, "median_s": statistics.median(seconds), "min_s": min(seconds),
@@ -105,8 +111,9 @@ def main() -> None:
     }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"| model | scheduler | steps | guidance (image / label) | median s | min s |\n|---|---|---|---|---|---|\n"
-          f"| {result['model']} | {result['scheduler']} | {steps} | {image_guidance:g} / {label_guidance:g} | "
+    print(f"| model | scheduler | steps | guidance (image / label, interval) | median s | min s |\n"
+          f"|---|---|---|---|---|---|\n| {result['model']} | {result['scheduler']} | {steps} | "
+          f"{image_guidance:g} / {label_guidance:g}, {interval[0]:g}-{interval[1]:g} | "
           f"{result['median_s']:.3f} | {result['min_s']:.3f} |")
     print("median s per call by network: " + ", ".join(
         f"{name} {value:.3f}" for name, value in result["components_median_s"].items()))

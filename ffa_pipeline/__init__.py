@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .condition_encoder import CrossModalConditionEncoder
     from .disease_embedding import DiseaseEmbedding
+    from .light_decoder_vae import LightDecoderAutoencoderKL
     from .pipeline_ffa import FFADiffusionPipeline, FFAPipelineOutput
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "DiseaseEmbedding",
     "FFADiffusionPipeline",
     "FFAPipelineOutput",
+    "LightDecoderAutoencoderKL",
     "load_default_pipeline",
 ]
 
@@ -32,6 +34,7 @@ _LAZY = {
     "DiseaseEmbedding": ".disease_embedding",
     "FFADiffusionPipeline": ".pipeline_ffa",
     "FFAPipelineOutput": ".pipeline_ffa",
+    "LightDecoderAutoencoderKL": ".light_decoder_vae",
 }
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "ffa-default"

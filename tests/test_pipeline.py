@@ -126,6 +126,20 @@ def test_guidance_runs_only_the_branches_it_needs(tiny_pipe, fundus_like, image_
     assert set(batches) == {unet_batch}
 
 
+@pytest.mark.parametrize(("interval", "unet_batches"), [((0, 1), [2, 2]), ((0, 0.5), [2, 1]), ((0.5, 1), [1, 2])])
+def test_guidance_interval_guides_only_its_steps(tiny_pipe, fundus_like, interval, unet_batches):
+    batches = []
+    hook = tiny_pipe.unet.register_forward_pre_hook(lambda module, args: batches.append(args[0].shape[0]))
+    try:
+        outputs = {name: tiny_pipe(fundus_like, image_guidance_scale=3.0, label_guidance_scale=1.0, output_type="np",
+                                   generator=seeded(), guidance_interval=chosen, **FAST).images
+                   for name, chosen in (("interval", interval), ("every step", None))}
+    finally:
+        hook.remove()
+    assert batches[:2] == unet_batches and batches[2:] == [2, 2]  # the tiny checkpoint guides every step
+    assert (np.abs(outputs["interval"] - outputs["every step"]).max() > 1e-4) == (interval != (0, 1))
+
+
 def test_image_guidance_alone_changes_the_output(tiny_pipe, fundus_like):
     plain, guided = (tiny_pipe(fundus_like, image_guidance_scale=scale, label_guidance_scale=1.0, output_type="np",
                                generator=seeded(), **FAST).images for scale in (1.0, 3.0))
@@ -172,6 +186,9 @@ BAD_CALLS = [
     ({"output_type": "jpeg"}, ValueError, "jpeg"),
     ({"image_guidance_scale": float("nan")}, ValueError, "nan"),
     ({"height": 18}, ValueError, "18"),
+    ({"guidance_interval": (0.5, 0.5)}, ValueError, r"0 <= start < end <= 1, got \(0.5, 0.5\)"),
+    ({"guidance_interval": (0, 2)}, ValueError, r"got \(0, 2\)"),
+    ({"guidance_interval": "late"}, ValueError, "two numbers .* got 'late'"),
     ({"strength": 0.5}, ValueError, "needs an `angiogram`"),
     ({"strength": 1.5, "angiogram": np.zeros((32, 32))}, ValueError, "1.5"),
     ({"strength": 0.25, "angiogram": np.zeros((32, 32))}, ValueError, r"0.25 of 2 steps runs no step.*0\.5"),

@@ -106,8 +106,8 @@ REMOTE_SCRIPT = textwrap.dedent(
 )
 
 
-def test_round_trip_without_the_package(tiny_pipe, saved, tmp_path):
-    expected = tiny_pipe(reference_image(), generator=seeded(1), **CALL).images
+def check_without_the_package(saved: Path, expected: np.ndarray, tmp_path: Path) -> None:
+    """REMOTE_SCRIPT in a process that cannot import ffa_pipeline: load, call, save again, load again."""
     np.save(tmp_path / "expected.npy", expected)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["HF_MODULES_CACHE"] = str(tmp_path / "modules")
@@ -116,12 +116,39 @@ def test_round_trip_without_the_package(tiny_pipe, saved, tmp_path):
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
     )
     assert "REMOTE-OK" in result.stdout, result.stderr[-3000:]
+
+
+def test_round_trip_without_the_package(tiny_pipe, saved, tmp_path):
+    expected = tiny_pipe(reference_image(), generator=seeded(1), **CALL).images
+    check_without_the_package(saved, expected, tmp_path)
     resaved_index = json.loads((tmp_path / "resaved" / "model_index.json").read_text())
     assert resaved_index["_class_name"] == ["pipeline", "FFADiffusionPipeline"]
     # the re-saved folder also loads with the package, in this process
     reloaded = FFADiffusionPipeline.from_pretrained(tmp_path / "resaved")
     reloaded.set_progress_bar_config(disable=True)
     np.testing.assert_allclose(reloaded(reference_image(), generator=seeded(1), **CALL).images, expected, atol=1e-5)
+
+
+def test_a_light_decoder_vae_travels_with_the_checkpoint_both_ways(saved, tmp_path):
+    """A pipeline whose VAE is a LightDecoderAutoencoderKL saves its module beside its weights and loads back
+    with the package and without it (trust_remote_code), drawing the same angiograms."""
+    from ffa_pipeline import LightDecoderAutoencoderKL
+
+    start = FFADiffusionPipeline.from_pretrained(saved)
+    vae = LightDecoderAutoencoderKL.from_config(start.vae.config, decoder_block_out_channels=[4, 8],
+                                                decoder_norm_num_groups=2, decoder_mid_block_add_attention=False)
+    light = FFADiffusionPipeline.from_pretrained(saved, vae=vae)
+    light.set_progress_bar_config(disable=True)
+    light.save_pretrained(tmp_path / "light")
+    index = json.loads((tmp_path / "light" / "model_index.json").read_text())
+    assert index["vae"] == ["light_decoder_vae", "LightDecoderAutoencoderKL"]
+    assert (tmp_path / "light" / "vae" / "light_decoder_vae.py").is_file()
+    expected = light(reference_image(), generator=seeded(1), **CALL).images
+    loaded = FFADiffusionPipeline.from_pretrained(tmp_path / "light")
+    loaded.set_progress_bar_config(disable=True)
+    assert type(loaded.vae) is LightDecoderAutoencoderKL and loaded.vae.config.decoder_block_out_channels == [4, 8]
+    np.testing.assert_allclose(loaded(reference_image(), generator=seeded(1), **CALL).images, expected, atol=1e-5)
+    check_without_the_package(tmp_path / "light", expected, tmp_path)
 
 
 def set_sampling_defaults():
@@ -138,7 +165,7 @@ def test_recommended_sampling_settings_travel_with_the_checkpoint(saved, tmp_pat
     shutil.copytree(saved, model)
     (model / "README.md").write_text("card")
     script.main(["--model", str(model), "--scheduler", "unipc", "--num_inference_steps", "3",
-                 "--label_guidance_scale", "1.0", "--timestep_spacing", "trailing"])
+                 "--label_guidance_scale", "1.0", "--timestep_spacing", "trailing", "--guidance_interval", "0", "0.5"])
     pipe = FFADiffusionPipeline.from_pretrained(model)
     assert type(pipe.scheduler).__name__ == "UniPCMultistepScheduler"
     assert pipe.scheduler.config.timestep_spacing == "trailing"
@@ -146,6 +173,7 @@ def test_recommended_sampling_settings_travel_with_the_checkpoint(saved, tmp_pat
     assert int(pipe.scheduler.timesteps[0]) == pipe.scheduler.config.num_train_timesteps - 1
     assert pipe.sampling_settings() == (3, 1.5, 1.0)
     assert pipe.sampling_settings(5, 2.0, None) == (5, 2.0, 1.0)
+    assert pipe.guidance_interval_or_default(None) == (0.0, 0.5)
     assert (model / "README.md").read_text() == "card" and not model.with_name("model.old").exists()
     pipe.set_progress_bar_config(disable=True)
     steps = []
@@ -157,6 +185,9 @@ def test_recommended_sampling_settings_travel_with_the_checkpoint(saved, tmp_pat
     script.main(["--model", str(like), "--like", str(model)])
     copied = FFADiffusionPipeline.from_pretrained(like)
     assert type(copied.scheduler).__name__ == "UniPCMultistepScheduler" and copied.sampling_settings() == (3, 1.5, 1.0)
+    assert copied.guidance_interval_or_default(None) == (0.0, 0.5)
+    with pytest.raises(SystemExit, match=r"guidance_interval.*got \[0.5, 0.2\]"):
+        script.main(["--model", str(like), "--guidance_interval", "0.5", "0.2"])
     with pytest.raises(SystemExit):
         script.parse_args(["--model", str(tmp_path / "nowhere")])
 

@@ -236,6 +236,36 @@ def test_vae_distillation_learns_the_teachers_latent_space(phantom_dir, tmp_path
     assert student.config.block_out_channels == [4, 8] and not student.config.mid_block_add_attention
 
 
+def test_decoder_only_distillation_keeps_the_teachers_encoder(phantom_dir, tmp_path):
+    from ffa_pipeline.light_decoder_vae import LightDecoderAutoencoderKL, load_vae
+
+    teacher_dir = tmp_path / "teacher"
+    build_pipeline("tiny").vae.save_pretrained(teacher_dir)
+    decoder = {"decoder_block_out_channels": [4, 8], "decoder_norm_num_groups": 2,
+               "decoder_mid_block_add_attention": False}
+    config = tmp_path / "decoder.json"
+    config.write_text(json.dumps({"vae": decoder}))
+    common = ["--teacher_vae_model_name_or_path", str(teacher_dir), "--train_decoder_only",
+              "--train_data_dir", str(phantom_dir), "--image_column", "ffa_late", "source_image",
+              "--resolution", "32", "--learning_rate", "2e-3", "--train_batch_size", "4"]
+    wider = tmp_path / "wider.json"
+    wider.write_text(json.dumps({"vae": {**decoder, "block_out_channels": [16, 16]}}))
+    with pytest.raises(ValueError, match="may set only .*decoder_block_out_channels.* not \\['block_out_channels'\\]"):
+        train_vae.main(common + ["--model_config", str(wider), "--max_train_steps", "1",
+                                 "--output_dir", str(tmp_path / "refused")])
+    assert not (tmp_path / "refused" / "vae").exists()
+    train_vae.main(common + ["--model_config", str(config), "--max_train_steps", "40",
+                             "--output_dir", str(tmp_path / "out")])
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    before, after = metrics["before"]["teacher_agreement"], metrics["after"]["teacher_agreement"]
+    assert after["decoder_psnr_vs_teacher"] > before["decoder_psnr_vs_teacher"] + 1
+    assert before["relative_latent_rmse"] == after["relative_latent_rmse"] == 0.0
+    teacher, student = load_vae(teacher_dir), load_vae(tmp_path / "out" / "vae")
+    assert type(student) is LightDecoderAutoencoderKL and student.config.decoder_block_out_channels == [4, 8]
+    torch.testing.assert_close(student.encoder.state_dict(), teacher.encoder.state_dict())
+    assert student.config.scaling_factor == teacher.config.scaling_factor
+
+
 def test_vae_distillation_needs_the_teachers_latent_shape(phantom_dir, tmp_path):
     teacher_dir = tmp_path / "teacher"
     build_pipeline("tiny").vae.save_pretrained(teacher_dir)

@@ -2,6 +2,7 @@
 
     python train/set_sampling_defaults.py --model runs/ffa-small --scheduler unipc --num_inference_steps 8 \\
         --image_guidance_scale 1.0 --label_guidance_scale 1.5 [--timestep_spacing trailing] \\
+        [--guidance_interval 0 0.5] \\
         [--native_resolution_ridges uwf_slo] [--modality_resolutions uwf_slo=512]
 
 Pick them from `train/evaluate.py --steps_sweep` (the fastest setting within noise of the best quality). The
@@ -34,6 +35,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--num_inference_steps", type=int, default=None)
     parser.add_argument("--image_guidance_scale", type=float, default=None)
     parser.add_argument("--label_guidance_scale", type=float, default=None)
+    parser.add_argument("--guidance_interval", type=float, nargs=2, metavar=("START", "END"), default=None,
+                        help="the fraction of the steps that the guidance applies in (the pipeline's "
+                        "`guidance_interval`; 0 0.5: the first half only). Default: keep the current one")
     parser.add_argument("--native_resolution_ridges", nargs="*", metavar="MODALITY", default=None,
                         help="input preprocessing: modalities whose ridge maps come from the source at its own "
                         "resolution (as train_ffa.py's flag; for a model trained on low-resolution sources of those "
@@ -74,7 +78,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         pipe.scheduler = type(reference.scheduler).from_config(
             pipe.scheduler.config, timestep_spacing=reference.scheduler.config.timestep_spacing)
         pipe.register_to_config(**{key: reference.config[key] for key in (
-            "default_num_inference_steps", "default_image_guidance_scale", "default_label_guidance_scale")})
+            "default_num_inference_steps", "default_image_guidance_scale", "default_label_guidance_scale",
+            "default_guidance_interval")})
         copied = {name: side for name, side in reference.config.modality_resolutions.items()
                   if name in pipe.modalities}
         pipe.check_modality_resolutions(copied)
@@ -94,8 +99,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     steps, image_guidance, label_guidance = pipe.sampling_settings(
         args.num_inference_steps, args.image_guidance_scale, args.label_guidance_scale
     )
+    try:
+        interval = pipe.guidance_interval_or_default(args.guidance_interval)
+    except ValueError as error:
+        raise SystemExit(f"--guidance_interval: {error}") from None
     pipe.register_to_config(default_num_inference_steps=steps, default_image_guidance_scale=image_guidance,
-                            default_label_guidance_scale=label_guidance)
+                            default_label_guidance_scale=label_guidance, default_guidance_interval=list(interval))
     staging, previous = model.with_name(model.name + ".tmp"), model.with_name(model.name + ".old")
     shutil.rmtree(staging, ignore_errors=True)
     pipe.save_pretrained(staging)
@@ -107,7 +116,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     staging.rename(model)
     shutil.rmtree(previous)
     print(f"{model}: {type(pipe.scheduler).__name__} ({pipe.scheduler.config.timestep_spacing} timesteps), "
-          f"{steps} steps, image guidance {image_guidance:g}, label guidance {label_guidance:g}, "
+          f"{steps} steps, image guidance {image_guidance:g}, label guidance {label_guidance:g} "
+          f"(in steps {interval[0]:g}-{interval[1]:g} of the way), "
           f"native-resolution ridges for {pipe.native_resolution_ridges}, "
           f"output sides {pipe.config.modality_resolutions or 'all ' + str(pipe.default_resolution)}")
 

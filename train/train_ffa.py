@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, ProjectConfiguration, set_seed
-from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+from diffusers import DDPMScheduler, UNet2DConditionModel
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel, compute_snr
 from diffusers.utils.hub_utils import MODEL_CARD_TEMPLATE_PATH, populate_model_card
@@ -53,6 +53,7 @@ from ffa_pipeline.data import (
     with_loss_mask_column,
 )
 from ffa_pipeline.image_processing import INPUT_REPRESENTATIONS
+from ffa_pipeline.light_decoder_vae import load_vae
 from ffa_pipeline.model_config import build_pipeline
 from ffa_pipeline.training_utils import checkpoint_step, find_checkpoint, runs_on_cpu_only, save_checkpoint
 
@@ -69,7 +70,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     start.add_argument("--pretrained_ffa_model", help="An FFADiffusionPipeline folder or Hub id to fine-tune.")
     start.add_argument("--model_config", help="Train from scratch: a JSON config or 'tiny' / 'small'.")
     parser.add_argument("--pretrained_vae_model_name_or_path", default=None,
-                        help="An AutoencoderKL folder or Hub id (e.g. from train_vae.py) replacing the start's VAE.")
+                        help="A VAE folder or Hub id (AutoencoderKL or LightDecoderAutoencoderKL, e.g. from "
+                        "train_vae.py) replacing the start's VAE.")
     parser.add_argument("--unet_attention_heads", type=int, nargs="+", default=None,
                         help="Regroup the starting UNet's attention heads, one count per down block (e.g. 16 4 16): "
                         "the same weights split into other heads, written to diffusers' `attention_head_dim`, "
@@ -187,7 +189,7 @@ def load_starting_pipeline(args: argparse.Namespace) -> FFADiffusionPipeline:
     else:
         pipe = FFADiffusionPipeline.from_stable_diffusion(args.pretrained_model_name_or_path, **hub)
     if args.pretrained_vae_model_name_or_path is not None:
-        vae = AutoencoderKL.from_pretrained(args.pretrained_vae_model_name_or_path)
+        vae = load_vae(args.pretrained_vae_model_name_or_path)
         if vae.config.latent_channels != pipe.vae.config.latent_channels:
             raise ValueError(f"--pretrained_vae_model_name_or_path has {vae.config.latent_channels} latent channels; "
                              f"the model needs {pipe.vae.config.latent_channels}")

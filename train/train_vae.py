@@ -13,7 +13,9 @@ log-variances, `--latent_weight`: the trainer samples latents from it, the pipel
 decoder the teacher's decoding of the teacher's latent samples (L1 + SSIM against it), so that a diffusion model
 trained on the teacher's latents runs unchanged with it. It keeps the teacher's `scaling_factor`, and
 `metrics.json` adds how closely it follows the teacher on held-out images (`teacher_agreement`). Ours: diffusers
-has no VAE distillation.
+has no VAE distillation. With `--train_decoder_only` only the decoder is distilled: the new VAE is a
+`LightDecoderAutoencoderKL` with the teacher's encoder (copied, frozen: its latents stay exactly the teacher's) and
+the decoder that the `decoder_*` settings of `--model_config`'s "vae" describe.
 
 Images come from a Hugging Face dataset (`--dataset_name` / `--train_data_dir`, any number of `--image_column`s)
 and/or image folders (`--image_dir`, searched recursively), e.g. the real FFA of `../shared/data/ffa_real`.
@@ -43,6 +45,7 @@ from tqdm.auto import tqdm
 
 from ffa_pipeline.data import decode_image
 from ffa_pipeline.image_processing import FFAImageProcessor
+from ffa_pipeline.light_decoder_vae import DECODER_SETTINGS, LightDecoderAutoencoderKL, load_vae, vae_class
 from ffa_pipeline.model_config import load_model_config
 from ffa_pipeline.training_utils import checkpoint_step, find_checkpoint, runs_on_cpu_only, save_checkpoint
 
@@ -62,7 +65,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--latent_weight", type=float, default=1.0, help="Distillation: weight of the latent MSE "
                         "(posterior mean and log-variance).")
     parser.add_argument("--train_decoder_only", action="store_true", help="Freeze the encoder (default with a "
-                        "pretrained VAE: the UNet's latent space must not move).")
+                        "pretrained VAE: the UNet's latent space must not move). With a teacher: keep the teacher's "
+                        "encoder and distil only a decoder (the decoder_* settings of --model_config).")
     parser.add_argument("--dataset_name", default=None)
     parser.add_argument("--train_data_dir", default=None)
     parser.add_argument("--image_column", nargs="*", default=[], help="Image columns of the dataset to learn from.")
@@ -94,9 +98,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--crop_size {args.crop_size} must be between 8 and --resolution {args.resolution}")
     if not args.image_dir and not (args.image_column and (args.dataset_name or args.train_data_dir)):
         parser.error("give --image_dir and/or --image_column with --dataset_name / --train_data_dir")
-    if args.teacher_vae_model_name_or_path and (args.pretrained_vae_model_name_or_path or args.train_decoder_only):
-        parser.error("--teacher_vae_model_name_or_path trains a new VAE whole; it does not go with "
-                     "--pretrained_vae_model_name_or_path or --train_decoder_only")
+    if args.teacher_vae_model_name_or_path and args.pretrained_vae_model_name_or_path:
+        parser.error("--teacher_vae_model_name_or_path trains a new VAE (from --model_config); it does not go with "
+                     "--pretrained_vae_model_name_or_path")
     if args.pretrained_vae_model_name_or_path:
         args.train_decoder_only = True
     return args
@@ -203,6 +207,21 @@ def check_same_latent_shape(vae: AutoencoderKL, teacher: AutoencoderKL) -> None:
                          f"{theirs[0]} and {theirs[1]}: a distilled VAE needs the teacher's latent shape")
 
 
+def decoder_student(teacher: AutoencoderKL, vae_config: dict) -> LightDecoderAutoencoderKL:
+    """The teacher's encoder (weights copied) with the decoder that `vae_config`'s `decoder_*` settings describe;
+    ValueError naming any other setting, since the encoder must stay the teacher's."""
+    other = sorted(k for k in vae_config if k not in DECODER_SETTINGS and not k.startswith("_"))
+    if other:
+        raise ValueError(f"--train_decoder_only with a teacher keeps the teacher's encoder: --model_config's 'vae' "
+                         f"may set only {list(DECODER_SETTINGS)}, not {other}")
+    student = LightDecoderAutoencoderKL.from_config(
+        teacher.config, **{k: v for k, v in vae_config.items() if k in DECODER_SETTINGS})
+    student.encoder.load_state_dict(teacher.encoder.state_dict())
+    if teacher.quant_conv is not None:
+        student.quant_conv.load_state_dict(teacher.quant_conv.state_dict())
+    return student
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     accelerator = Accelerator(
@@ -217,14 +236,18 @@ def main(argv: list[str] | None = None) -> None:
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
 
-    if args.pretrained_vae_model_name_or_path:
-        vae = AutoencoderKL.from_pretrained(args.pretrained_vae_model_name_or_path, subfolder=args.subfolder)
-    else:
-        vae = AutoencoderKL(**load_model_config(args.model_config)["vae"])
     teacher = None
     if args.teacher_vae_model_name_or_path:
-        teacher = AutoencoderKL.from_pretrained(args.teacher_vae_model_name_or_path, subfolder=args.teacher_subfolder)
+        teacher = load_vae(args.teacher_vae_model_name_or_path, subfolder=args.teacher_subfolder)
         teacher.requires_grad_(False).eval().to(accelerator.device)
+    vae_config = load_model_config(args.model_config)["vae"]
+    if args.pretrained_vae_model_name_or_path:
+        vae = load_vae(args.pretrained_vae_model_name_or_path, subfolder=args.subfolder)
+    elif teacher is not None and args.train_decoder_only:
+        vae = decoder_student(teacher, vae_config)
+    else:
+        vae = vae_class(vae_config)(**vae_config)
+    if teacher is not None:
         check_same_latent_shape(vae, teacher)
     vae.requires_grad_(True)
     if args.train_decoder_only:
@@ -265,25 +288,25 @@ def main(argv: list[str] | None = None) -> None:
         skip = (global_step % steps_per_epoch) * args.gradient_accumulation_steps
         for images in accelerator.skip_first_batches(train_loader, skip) if skip else train_loader:
             with accelerator.accumulate(vae):
-                posterior = model.encode(images).latent_dist
                 if teacher is None:
+                    posterior = model.encode(images).latent_dist
                     latents, target = posterior.sample(), images
+                    term, weight, latent_loss = "kl", args.kl_weight, posterior.kl().mean()
                 else:
                     with torch.no_grad():
                         taught = teacher.encode(images).latent_dist
                         latents = taught.sample()
                         target = teacher.decode(latents).sample
+                    term, weight = "latent_mse", args.latent_weight
+                    latent_loss = torch.zeros((), device=images.device)
+                    if not args.train_decoder_only:  # else the encoder is the teacher's own
+                        posterior = model.encode(images).latent_dist  # match its mean and log-variance
+                        latent_loss = (F.mse_loss(posterior.mean.float(), taught.mean.float())
+                                       + F.mse_loss(posterior.logvar.float(), taught.logvar.float()))
                 reconstruction = model.decode(latents).sample
                 l1 = F.l1_loss(reconstruction.float(), target.float())
                 ssim = structural_similarity_index_measure((reconstruction.float().clamp(-1, 1) + 1) / 2,
                                                            (target.float().clamp(-1, 1) + 1) / 2, data_range=1.0)
-                if teacher is None:
-                    term, weight = "kl", args.kl_weight
-                    latent_loss = posterior.kl().mean()
-                else:
-                    term, weight = "latent_mse", args.latent_weight  # the posterior's mean and log-variance
-                    latent_loss = (F.mse_loss(posterior.mean.float(), taught.mean.float())
-                                   + F.mse_loss(posterior.logvar.float(), taught.logvar.float()))
                 loss = l1 + args.ssim_weight * (1 - ssim) + weight * latent_loss
                 accelerator.backward(loss)
                 if accelerator.sync_gradients:
