@@ -155,6 +155,26 @@ python train/train_ffa.py --pretrained_ffa_model runs/ffa-more256 \
 #    registered real UWF pairs closer (experiments/guidance_seeds.sh, experiments/results/guidance_seeds.md).
 python train/set_sampling_defaults.py --model runs/ffa-registered --scheduler ddim --timestep_spacing trailing \
   --num_inference_steps 2 --image_guidance_scale 1.5 --label_guidance_scale 1
-# 5. Ship the pipeline alone (Hub layout, no checkpoints or logs); the model card assets/ffa-default/README.md is
-#    written by hand from the evaluation (experiments/evaluate_default.sh).
-python -c "from ffa_pipeline import FFADiffusionPipeline as P; P.from_pretrained('runs/ffa-registered').save_pretrained('assets/ffa-default')"
+# 4b. A lighter VAE decoder (2026-12-02), for the latency budget on the slower instances of the 2-core machine:
+#    16 / 32 / 64 channels without attention (experiments/light_decoder.json), distilled from the model's own VAE
+#    decoder with its encoder kept as it is (`--train_decoder_only`: the latents, and so the UNet, are unchanged),
+#    500 steps of batch 8 on 128 px crops of 600 phantom eyes (sources and 4 phases), the 140 real FFA and the 4
+#    real UWF train triplets (23 min). It draws the teacher's latents at 39.4 dB PSNR against the teacher's own
+#    decoding, in 0.18-0.20 s instead of 0.48 s (experiments/light_decoder_check.sh,
+#    experiments/results/light_decoder_check.md; run there with the step-3n assets/ffa-default as the teacher, the
+#    same VAE as runs/ffa-registered's).
+$P --num_samples 600 --modalities cfp uwf_slo oct --seed 0 --output_dir data/phantom-vae600
+python train/train_vae.py --teacher_vae_model_name_or_path runs/ffa-registered --teacher_subfolder vae \
+  --train_decoder_only --model_config experiments/light_decoder.json --train_data_dir data/phantom-vae600 \
+  --image_column source_image ffa_arterial ffa_early ffa_mid ffa_late \
+  --image_dir ../shared/data/ffa_real/disease_diagnosis ../shared/data/ffa_real/phase_identification/train/arterial_phase \
+  ../shared/data/ffa_real/phase_identification/train/venous_phase ../shared/data/uwf_slo_ffa/train \
+  --resolution 256 --crop_size 128 --train_batch_size 8 --learning_rate 1e-3 --lr_scheduler cosine \
+  --lr_warmup_steps 30 --max_train_steps 500 --validation_fraction 0.01 --checkpointing_steps 300 \
+  --checkpoints_total_limit 1 --output_dir runs/light-decoder
+# 5. Ship the pipeline alone (Hub layout, no checkpoints or logs) with the light decoder; the model card
+#    assets/ffa-default/README.md is written by hand from the evaluation (experiments/evaluate_default.sh).
+python -c "
+from ffa_pipeline import FFADiffusionPipeline
+from ffa_pipeline.light_decoder_vae import load_vae
+FFADiffusionPipeline.from_pretrained('runs/ffa-registered', vae=load_vae('runs/light-decoder/vae')).save_pretrained('assets/ffa-default')"

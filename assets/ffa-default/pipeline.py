@@ -42,14 +42,15 @@ from safetensors.torch import load_file, save_file
 from .condition_encoder import CrossModalConditionEncoder
 from .disease_embedding import DiseaseEmbedding
 from .image_processing import FFAImageProcessor, check_input_representation
+from .light_decoder_vae import LightDecoderAutoencoderKL
 
 PIPELINE_FILE_NAME = "pipeline.py"
 CONV_IN_WEIGHT_NAME = "unet_conv_in.safetensors"
-CUSTOM_COMPONENTS = ("condition_encoder", "disease_embedding")
+CUSTOM_COMPONENTS = ("condition_encoder", "disease_embedding")  # always ours; the VAE is ours when it is not diffusers'
 OUTPUT_TYPES = ("pil", "np", "pt")
 PIPELINE_SETTINGS = (
     "max_input_pixels", "default_num_inference_steps", "default_image_guidance_scale", "default_label_guidance_scale",
-    "modality_resolutions",
+    "default_guidance_interval", "modality_resolutions",
 )  # non-component entries of model_index.json
 SCHEDULERS = {  # short names for the command lines and the evaluation tables
     "ddim": DDIMScheduler,
@@ -67,6 +68,17 @@ class FFAPipelineOutput(BaseOutput):
 
     images: list[PIL.Image.Image] | np.ndarray | torch.Tensor | list[np.ndarray] | list[torch.Tensor]
     phase_seconds: list[float]
+
+
+def check_guidance_interval(interval: Any) -> tuple[float, float]:
+    """`(start, end)` with 0 <= start < end <= 1 as floats; ValueError naming the bad value otherwise."""
+    try:
+        start, end = (float(bound) for bound in interval)
+    except (TypeError, ValueError):
+        raise ValueError(f"`guidance_interval` must be two numbers (start, end), got {interval!r}") from None
+    if not 0.0 <= start < end <= 1.0:
+        raise ValueError(f"`guidance_interval` must have 0 <= start < end <= 1, got {interval!r}")
+    return start, end
 
 
 def _as_list(value: Any, batch_size: int, name: str) -> list:
@@ -98,7 +110,8 @@ class FFADiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
     r"""Pipeline for retinal image -> fluorescein angiogram translation.
 
     Components:
-        vae ([`AutoencoderKL`]): encodes the source image and decodes the angiogram latents.
+        vae ([`AutoencoderKL`] or [`LightDecoderAutoencoderKL`], the same with a lighter decoder): encodes the
+            source image and decodes the angiogram latents.
         unet ([`UNet2DConditionModel`]): `in_channels = 2 * latent_channels` (noisy + source latents),
             `class_embed_type="identity"` (fed by `disease_embedding`).
         condition_encoder ([`CrossModalConditionEncoder`]): modality stems and cross-attention context.
@@ -128,6 +141,7 @@ class FFADiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         default_num_inference_steps: int = 20,
         default_image_guidance_scale: float = 1.5,
         default_label_guidance_scale: float = 1.5,
+        default_guidance_interval: tuple[float, float] = (0.0, 1.0),
         modality_resolutions: dict[str, int] | None = None,
     ):
         super().__init__()
@@ -145,6 +159,7 @@ class FFADiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             default_num_inference_steps=default_num_inference_steps,
             default_image_guidance_scale=default_image_guidance_scale,
             default_label_guidance_scale=default_label_guidance_scale,
+            default_guidance_interval=list(check_guidance_interval(default_guidance_interval)),
             modality_resolutions=dict(modality_resolutions or {}),
         )
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
@@ -153,6 +168,11 @@ class FFADiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             resolution=self.default_resolution, max_pixels=max_input_pixels
         )
         check_input_representation(self.input_representation)
+
+    def guidance_interval_or_default(self, guidance_interval: tuple[float, float] | None) -> tuple[float, float]:
+        """The given guidance interval (checked), or the checkpoint's `default_guidance_interval` for None."""
+        return check_guidance_interval(self.config.default_guidance_interval if guidance_interval is None
+                                       else guidance_interval)
 
     def sampling_settings(
         self,
@@ -474,6 +494,7 @@ class FFADiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         num_inference_steps: int | None = None,
         image_guidance_scale: float | None = None,
         label_guidance_scale: float | None = None,
+        guidance_interval: tuple[float, float] | None = None,
         num_images_per_prompt: int = 1,
         generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
@@ -501,6 +522,11 @@ class FFADiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             label_guidance_scale: how strongly to follow disease and phase (1 = no label guidance; None: the
                 checkpoint's `default_label_guidance_scale`). Each step runs the UNet on 1 branch with neither
                 guidance, 2 with one of them and 3 with both, so the cost of a step grows with them.
+            guidance_interval: `(start, end)`, the fraction of the steps in which the guidance applies (as
+                ControlNet's `control_guidance_start` / `_end` and diffusers' guiders' `start` / `stop`): step `i`
+                of `n` is guided when `start <= i / n < end`, the others run the UNet on one branch (a
+                limited guidance interval: Kynkäänniemi et al. 2024). None: the checkpoint's
+                `default_guidance_interval`; `(0, 1)` guides every step.
             num_images_per_prompt: samples per input image (e.g. for uncertainty maps).
             generator: torch generator(s) for reproducibility; same seed, same output.
             latents: pre-generated initial noise `[B * num_images_per_prompt, C, H/8, W/8]`.
@@ -531,6 +557,7 @@ class FFADiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
             num_images_per_prompt, output_type, height, width, callback_on_step_end_tensor_inputs, angiogram,
             strength, latents,
         )
+        guidance_start, guidance_end = self.guidance_interval_or_default(guidance_interval)
         self._image_guidance_scale = float(image_guidance_scale)
         self._label_guidance_scale = float(label_guidance_scale)
         images = list(image) if isinstance(image, (list, tuple)) else [image]
@@ -599,12 +626,16 @@ class FFADiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         # 5. Denoising loop.
         with self.progress_bar(total=len(timesteps)) as progress_bar:
             for i, t in enumerate(timesteps):
-                model_input = self.scheduler.scale_model_input(torch.cat([latents] * len(branches)), t)
-                model_input = torch.cat([model_input, shared_latents], dim=1)
+                guided = guidance_start <= i / len(timesteps) < guidance_end
+                step_branches = branches if guided else branches[:1]  # "full" comes first in the stacked batch
+                rows = len(step_branches) * latents.shape[0]
+                model_input = self.scheduler.scale_model_input(torch.cat([latents] * len(step_branches)), t)
+                model_input = torch.cat([model_input, shared_latents[:rows]], dim=1)
                 noise_pred = self.unet(
-                    model_input, t, encoder_hidden_states=context, class_labels=class_labels, return_dict=False
+                    model_input, t, encoder_hidden_states=context[:rows], class_labels=class_labels[:rows],
+                    return_dict=False,
                 )[0]
-                noise_pred = self._combine_guidance(noise_pred, branches)
+                noise_pred = self._combine_guidance(noise_pred, step_branches)
                 latents = self.scheduler.step(noise_pred, t, latents, **step_kwargs, return_dict=False)[0]
                 if callback_on_step_end is not None:
                     step_tensors = {"latents": latents}
@@ -651,7 +682,9 @@ class FFADiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         index["_class_name"] = ["pipeline", type(self).__name__]
         index.pop("_name_or_path", None)  # where it was loaded from is not part of the checkpoint
         _copy_module_with_imports(inspect.getsourcefile(type(self)), save_directory, PIPELINE_FILE_NAME)
-        for name in CUSTOM_COMPONENTS:
+        for name in (*CUSTOM_COMPONENTS, "vae"):
+            if name == "vae" and type(self.vae).__module__.startswith("diffusers."):
+                continue
             module_file = inspect.getsourcefile(type(getattr(self, name)))
             module_name = Path(module_file).stem
             _copy_module_with_imports(module_file, save_directory / name, f"{module_name}.py")
@@ -681,7 +714,8 @@ class FFADiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         if "torch_dtype" in loading:
             loading["dtype"] = loading.pop("torch_dtype")
         index = _read_model_index(pretrained_model_name_or_path, loading)
-        own_classes = {"condition_encoder": CrossModalConditionEncoder, "disease_embedding": DiseaseEmbedding}
+        own_classes = {cls.__name__: cls for cls in (CrossModalConditionEncoder, DiseaseEmbedding,
+                                                      LightDecoderAutoencoderKL)}
         components = {}
         for name in ("vae", "unet", "condition_encoder", "disease_embedding", "scheduler"):
             if name in kwargs:
@@ -689,8 +723,8 @@ class FFADiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
                 continue
             if name not in index:
                 raise ValueError(f"{pretrained_model_name_or_path} has no `{name}` in model_index.json")
-            if name in own_classes:
-                component_class = own_classes[name]
+            if index[name][1] in own_classes:
+                component_class = own_classes[index[name][1]]
             else:
                 import diffusers
 
