@@ -13,14 +13,7 @@ OUT=${OUT:-runs/light-decoder}
 BASELINE=${BASELINE:-assets/ffa-default}
 TEACHER=${TEACHER:-$BASELINE}
 FFA=../shared/data/ffa_real
-[ -d data/phantom-vae600 ] || python train/make_phantom_dataset.py --resolution 256 --phases arterial early mid late \
-  --num_samples 600 --modalities cfp uwf_slo oct --seed 0 --output_dir data/phantom-vae600
-[ -d data/phantom-test ] || python train/make_phantom_dataset.py --num_samples 90 --resolution 256 \
-  --modalities cfp uwf_slo oct --phases arterial early mid late --seed 1 --output_dir data/phantom-test
-[ -d data/angiogram-pairs-test ] || python train/make_angiogram_pairs.py --input "$FFA" --split test \
-  --output_dir data/angiogram-pairs-test
-[ -d data/uwf-registered ] || python train/prepare_dataset.py --layout uwf_triplets --input ../shared/data/uwf_slo_ffa \
-  --output_dir data/uwf-registered --resolution 512
+source experiments/check_data.sh
 [ -d "$OUT/vae" ] || python train/train_vae.py --teacher_vae_model_name_or_path "$TEACHER" --teacher_subfolder vae \
   --train_decoder_only --model_config experiments/light_decoder.json --train_data_dir data/phantom-vae600 \
   --image_column source_image ffa_arterial ffa_early ffa_mid ffa_late \
