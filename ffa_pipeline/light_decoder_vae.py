@@ -86,6 +86,5 @@ def vae_class(config: dict) -> type[AutoencoderKL]:
 def load_vae(pretrained_model_name_or_path: str | os.PathLike, subfolder: str | None = None,
              **kwargs) -> AutoencoderKL:
     """`from_pretrained` with the class that the saved config names (AutoencoderKL or LightDecoderAutoencoderKL)."""
-    config = AutoencoderKL.load_config(pretrained_model_name_or_path, subfolder=subfolder,
-                                       **{k: v for k, v in kwargs.items() if k != "dtype"})
+    config = AutoencoderKL.load_config(pretrained_model_name_or_path, subfolder=subfolder, **kwargs)
     return vae_class(config).from_pretrained(pretrained_model_name_or_path, subfolder=subfolder, **kwargs)

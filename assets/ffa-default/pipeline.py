@@ -682,9 +682,8 @@ class FFADiffusionPipeline(DiffusionPipeline, StableDiffusionLoraLoaderMixin):
         index["_class_name"] = ["pipeline", type(self).__name__]
         index.pop("_name_or_path", None)  # where it was loaded from is not part of the checkpoint
         _copy_module_with_imports(inspect.getsourcefile(type(self)), save_directory, PIPELINE_FILE_NAME)
-        for name in (*CUSTOM_COMPONENTS, "vae"):
-            if name == "vae" and type(self.vae).__module__.startswith("diffusers."):
-                continue
+        own_vae = not type(self.vae).__module__.startswith("diffusers.")
+        for name in (*CUSTOM_COMPONENTS, "vae") if own_vae else CUSTOM_COMPONENTS:
             module_file = inspect.getsourcefile(type(getattr(self, name)))
             module_name = Path(module_file).stem
             _copy_module_with_imports(module_file, save_directory / name, f"{module_name}.py")
