@@ -531,3 +531,73 @@ def test_a_run_trains_each_modality_at_its_side(phantom_dir, tmp_path, cached):
     assert len(curve) == 6 and np.isfinite(curve).all() and curve[2] == curve[3]
     trained = FFADiffusionPipeline.from_pretrained(tmp_path / "out")
     assert trained.resolution_for("oct") == larger
+
+
+def test_guidance_target_is_the_pipelines_guided_prediction(tiny_pipe):
+    """The distillation target is what the pipeline's two-branch image guidance computes at the same scale; a
+    student equal to its teacher learns nothing at scale 1."""
+    from argparse import Namespace
+
+    from diffusers import DDPMScheduler
+
+    latent = tiny_pipe.vae.config.latent_channels
+    side = tiny_pipe.default_resolution // tiny_pipe.vae_scale_factor
+    generator = torch.Generator().manual_seed(0)
+    source, noisy = torch.randn(2, 2, latent, side, side, generator=generator)
+    modality, disease, phase = torch.tensor([0, 1]), torch.tensor([1, 0]), torch.tensor([20.0, 300.0])
+    timesteps, keep = torch.tensor([999, 400]), torch.tensor([False, False])
+    teacher = train_ffa.frozen_teacher(tiny_pipe)
+    batch = {"modality": modality, "disease": disease, "phase_seconds": phase}
+    with torch.no_grad():
+        target = train_ffa.guided_teacher_prediction(teacher, noisy, timesteps, source, batch, keep, keep, 2.5)
+        tiny_pipe._image_guidance_scale, tiny_pipe._label_guidance_scale = 2.5, 1.0
+        branches = tiny_pipe._guidance_branches()
+        shared, context, labels = tiny_pipe._conditioning(source, modality, disease, phase, branches)
+        predictions = tiny_pipe.unet(torch.cat([noisy.repeat(2, 1, 1, 1), shared], dim=1), timesteps.repeat(2),
+                                     encoder_hidden_states=context, class_labels=labels, return_dict=False)[0]
+    assert branches == ("full", "labels_only")
+    torch.testing.assert_close(target, tiny_pipe._combine_guidance(predictions, branches))
+
+    models = {"unet": tiny_pipe.unet, "condition_encoder": tiny_pipe.condition_encoder,
+              "disease_embedding": tiny_pipe.disease_embedding, "teacher": teacher}
+    cached = {"target": noisy, "source": source, "partner": torch.zeros_like(source), "has_partner": keep,
+              "partner_modality": modality, **batch}
+    scheduler = DDPMScheduler.from_config(tiny_pipe.scheduler.config)
+
+    def loss(scale: float) -> float:
+        args = Namespace(noise_offset=0.0, conditioning_dropout_prob=0.2, alignment_loss_weight=0.0, snr_gamma=None,
+                         guidance_distillation_scale=scale)
+        with torch.no_grad():
+            return train_ffa.training_loss(cached, tiny_pipe, models, scheduler, args,
+                                           torch.Generator().manual_seed(0), cached=True)[0].item()
+
+    assert loss(1.0) == pytest.approx(0.0, abs=1e-10)
+    assert loss(2.5) > 0
+
+
+def test_guidance_distillation_run_learns_the_guided_prediction(phantom_dir, base_model, tmp_path):
+    """A short distillation run lowers its loss and saves a model that draws with one branch by default."""
+    train_ffa.main(["--pretrained_ffa_model", str(base_model), "--train_full_unet", "--guidance_distillation_scale",
+                    "3", "--cache_latents", *phantom_args(phantom_dir, tmp_path, "--max_train_steps", "30",
+                                                          "--learning_rate", "2e-3", "--checkpointing_steps", "100")])
+    curve = losses(tmp_path)
+    assert np.isfinite(curve).all() and np.mean(curve[-10:]) < np.mean(curve[:10])
+    pipe = FFADiffusionPipeline.from_pretrained(tmp_path)
+    assert pipe.config.default_image_guidance_scale == 1.0
+    assert "Guidance-distilled" in (tmp_path / "README.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--model_config", "tiny", "--guidance_distillation_scale", "2"], "give --pretrained_ffa_model"),
+        (["--pretrained_ffa_model", "m", "--guidance_distillation_scale", "0.5"],
+         "--guidance_distillation_scale must be >= 1, got 0.5"),
+        (["--pretrained_ffa_model", "m", "--guidance_distillation_scale", "2", "--prediction_type", "epsilon"],
+         "drop --prediction_type epsilon"),
+    ],
+)
+def test_bad_guidance_distillation_flags_are_named(phantom_dir, tmp_path, capsys, extra, message):
+    with pytest.raises(SystemExit):
+        train_ffa.parse_args([*phantom_args(phantom_dir, tmp_path), *extra])
+    assert message in capsys.readouterr().err

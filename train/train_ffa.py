@@ -12,7 +12,10 @@ The protocol (see README "Training"):
 - the UNet itself through LoRA (`--rank`, attention, plus resnet convs with `--lora_on_resnets`), or in full
   with `--train_full_unet` (implied by `--model_config`: a from-scratch model has nothing to adapt);
 - image and labels are dropped independently (`--conditioning_dropout_prob`) for classifier-free guidance;
-- `--alignment_loss_weight` pulls two modalities of the same eye together in the shared latent space.
+- `--alignment_loss_weight` pulls two modalities of the same eye together in the shared latent space;
+- `--guidance_distillation_scale W` (guidance distillation, Meng et al. 2023, at one fixed scale): the target is the
+  starting model's own image-guided prediction `labels_only + W (full - labels_only)` instead of the data's, so the
+  trained model draws with one UNet pass per step what the starting model drew with two.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import logging
 import math
 import os
 import time
+from copy import deepcopy
 from pathlib import Path
 
 import numpy as np
@@ -123,6 +127,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     protocol.add_argument("--train_full_unet", action="store_true", help="Train the whole UNet instead of LoRA.")
     protocol.add_argument("--conditioning_dropout_prob", type=float, default=0.1)
     protocol.add_argument("--alignment_loss_weight", type=float, default=0.0)
+    protocol.add_argument("--guidance_distillation_scale", type=float, default=None,
+                          help="Distil the starting model's image guidance at this scale into one pass (the teacher "
+                               "is a frozen copy of the starting UNet, condition encoder and disease embedding).")
     protocol.add_argument("--snr_gamma", type=float, default=None)
     protocol.add_argument("--noise_offset", type=float, default=0.0)
     protocol.add_argument("--prediction_type", choices=["epsilon", "v_prediction"], default=None)
@@ -172,6 +179,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.train_full_unet = True
     if not 0 <= args.conditioning_dropout_prob <= 1 / 3:
         parser.error(f"--conditioning_dropout_prob must be in [0, 1/3], got {args.conditioning_dropout_prob}")
+    if args.guidance_distillation_scale is not None:
+        if args.pretrained_ffa_model is None:
+            parser.error("--guidance_distillation_scale distils a trained model: give --pretrained_ffa_model")
+        if args.prediction_type is not None:
+            parser.error("--guidance_distillation_scale learns the teacher's own prediction type: drop "
+                         f"--prediction_type {args.prediction_type}")
+        if args.guidance_distillation_scale < 1:
+            parser.error(f"--guidance_distillation_scale must be >= 1, got {args.guidance_distillation_scale}")
     if not 0 <= args.color_jitter <= 1:
         parser.error(f"--color_jitter must be in [0, 1], got {args.color_jitter}")
     for flag in ("train_batch_size", "gradient_accumulation_steps", "checkpointing_steps", "rank"):
@@ -326,6 +341,32 @@ def dropout_masks(batch_size: int, probability: float, generator: torch.Generato
     return (u >= probability) & (u < 3 * probability), u < 2 * probability
 
 
+def frozen_teacher(pipe: FFADiffusionPipeline) -> dict[str, torch.nn.Module]:
+    """Frozen copies of the starting UNet, condition encoder and disease embedding: guidance distillation's teacher."""
+    teacher = {name: deepcopy(getattr(pipe, name)) for name in ("unet", "condition_encoder", "disease_embedding")}
+    for module in teacher.values():
+        module.requires_grad_(False).eval()
+    return teacher
+
+
+@torch.no_grad()
+def guided_teacher_prediction(teacher: dict[str, torch.nn.Module], noisy_latents: torch.Tensor,
+                              timesteps: torch.Tensor, source_latents: torch.Tensor, batch: dict,
+                              drop_image: torch.Tensor, drop_labels: torch.Tensor, scale: float) -> torch.Tensor:
+    """The teacher's image-guided prediction, as the pipeline combines it: `labels_only + scale (full - labels_only)`,
+    both branches with the student's label dropout; where the student's image is dropped, both branches are the
+    same and the target is the teacher's unguided prediction, so the student keeps its image-dropped branch."""
+    drop_both = torch.cat([drop_image, torch.ones_like(drop_image)])
+    encoded = teacher["condition_encoder"](source_latents.repeat(2, 1, 1, 1), batch["modality"].repeat(2),
+                                           drop_image=drop_both)
+    class_labels = teacher["disease_embedding"](batch["disease"].repeat(2), batch["phase_seconds"].repeat(2),
+                                                drop_labels=drop_labels.repeat(2))
+    model_input = torch.cat([noisy_latents.repeat(2, 1, 1, 1), encoded.shared_latents], dim=1)
+    full, labels_only = teacher["unet"](model_input, timesteps.repeat(2), encoder_hidden_states=encoded.context,
+                                        class_labels=class_labels, return_dict=False)[0].chunk(2)
+    return labels_only + scale * (full - labels_only)
+
+
 def training_loss(batch: dict, pipe: FFADiffusionPipeline, models: dict, noise_scheduler: DDPMScheduler,
                   args: argparse.Namespace, generator: torch.Generator, cached: bool) -> tuple[torch.Tensor, dict]:
     """Diffusion loss (+ alignment loss) for one batch; `models` are the accelerate-wrapped trainables."""
@@ -364,7 +405,10 @@ def training_loss(batch: dict, pipe: FFADiffusionPipeline, models: dict, noise_s
     model_input = torch.cat([noisy_latents, shared_latents], dim=1)
     prediction = unet(model_input, timesteps, encoder_hidden_states=context, class_labels=class_labels,
                       return_dict=False)[0]
-    if noise_scheduler.config.prediction_type == "v_prediction":
+    if "teacher" in models:
+        target = guided_teacher_prediction(models["teacher"], noisy_latents, timesteps, source_latents, batch,
+                                           drop_image, drop_labels, args.guidance_distillation_scale)
+    elif noise_scheduler.config.prediction_type == "v_prediction":
         target = noise_scheduler.get_velocity(target_latents, noise, timesteps)
     else:
         target = noise
@@ -441,6 +485,10 @@ def save_model_card(args: argparse.Namespace, output_dir: Path, pipe: FFADiffusi
     base = args.pretrained_model_name_or_path or args.pretrained_ffa_model or f"from scratch ({args.model_config})"
     dataset = args.dataset_name or ", ".join(args.train_data_dir)
     settings = {k: v for k, v in vars(args).items() if k not in ("hub_token",)}
+    distilled = "" if args.guidance_distillation_scale is None else f"""
+- Guidance-distilled: one UNet pass draws what {base} drew with image guidance
+  {args.guidance_distillation_scale}; the default image guidance is 1 (a scale g on top acts as g x
+  {args.guidance_distillation_scale} on the teacher)."""
     description = f"""
 # FFADiffusionPipeline: synthetic fluorescein angiograms
 
@@ -452,7 +500,7 @@ non-invasive retinal image; it has not been validated clinically and must not be
 - Modalities: {pipe.modalities}; diseases: {pipe.diseases}; phases: {pipe.phases}
 - Protocol: {"full UNet" if args.train_full_unet else f"LoRA rank {args.rank}"}, condition encoder, disease
   embedding and conv_in trained in full; conditioning dropout {args.conditioning_dropout_prob}; alignment loss
-  weight {args.alignment_loss_weight}.
+  weight {args.alignment_loss_weight}.{distilled}
 - Result: {json.dumps(summary)}
 
 ## Use
@@ -513,6 +561,11 @@ def main(argv: list[str] | None = None) -> None:
     sides = {pipe.modalities[m]: int(side) for m, side in zip(dataset.labels["modality"], dataset.sides)}
     logger.info("Training at %s", ", ".join(f"{side} px ({name})" for name, side in sorted(sides.items())))
     validation = validation_sources(args, dataset) if args.validation_steps else []
+    teacher = None
+    if args.guidance_distillation_scale is not None:
+        teacher = frozen_teacher(pipe)
+        # the guidance is now in the weights: the model's default (and validation) draws one branch per step
+        pipe.register_to_config(default_image_guidance_scale=1.0)
     parameters = trainable_modules(pipe, args)
     if args.gradient_checkpointing:
         pipe.unet.enable_gradient_checkpointing()
@@ -543,6 +596,8 @@ def main(argv: list[str] | None = None) -> None:
         pipe.unet, pipe.condition_encoder, pipe.disease_embedding, optimizer, dataloader, lr_scheduler
     )
     models = {"unet": unet, "condition_encoder": encoder, "disease_embedding": disease_embedding}
+    if teacher is not None:
+        models["teacher"] = {name: module.to(accelerator.device, weight_dtype) for name, module in teacher.items()}
     if ema is not None:
         ema.to(accelerator.device)
         accelerator.register_for_checkpointing(ema)
