@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The default model shipped in assets/ffa-default: the exact commands (CPU, 2 cores; about 10 h in all).
+# The default model shipped in assets/ffa-default: the exact commands (CPU, 2 cores; about 11 h in all).
 set -euo pipefail
 P="python train/make_phantom_dataset.py --resolution 256 --phases arterial early mid late"
 # 1. Phantom data: 1500 eyes in CFP and UWF-SLO, OCT for only 60 eyes (a modality with few pairs).
@@ -172,9 +172,28 @@ python train/train_vae.py --teacher_vae_model_name_or_path runs/ffa-registered -
   --resolution 256 --crop_size 128 --train_batch_size 8 --learning_rate 1e-3 --lr_scheduler cosine \
   --lr_warmup_steps 30 --max_train_steps 500 --validation_fraction 0.01 --checkpointing_steps 300 \
   --checkpoints_total_limit 1 --output_dir runs/light-decoder
-# 5. Ship the pipeline alone (Hub layout, no checkpoints or logs) with the light decoder; the model card
-#    assets/ffa-default/README.md is written by hand from the evaluation (experiments/evaluate_default.sh).
 python -c "
 from ffa_pipeline import FFADiffusionPipeline
 from ffa_pipeline.light_decoder_vae import load_vae
-FFADiffusionPipeline.from_pretrained('runs/ffa-registered', vae=load_vae('runs/light-decoder/vae')).save_pretrained('assets/ffa-default')"
+FFADiffusionPipeline.from_pretrained('runs/ffa-registered', vae=load_vae('runs/light-decoder/vae')).save_pretrained('runs/ffa-light')"
+# 4c. Image guidance distilled into the UNet (2026-12-02), for the same latency budget: one UNet pass per step
+#    instead of two. The whole UNet, condition encoder and disease embedding learn a frozen copy's guided prediction
+#    `labels_only + 1.5 (full - labels_only)` (`--guidance_distillation_scale 1.5`; the saved model's default image
+#    guidance is 1), 500 steps on 548 rows of the kinds of data of step 3n (17 min caching + 43 min training): 0.78-0.80
+#    s a call instead of 1.00-1.03 s in turns on the AVX2-only instance, level on the real photos and phantoms
+#    (experiments/guidance_distill.sh, run there with the step-4b assets/ffa-default, i.e. runs/ffa-light;
+#    experiments/results/guidance_distill.md).
+A=data/angiogram-pairs-pit R=data/uwf-slo-pairs-768-registered-local
+python train/train_ffa.py --pretrained_ffa_model runs/ffa-light --guidance_distillation_scale 1.5 --train_full_unet \
+  --train_data_dir data/phantom-vae600 data/phantom-uwf-768 $A data/uwf-angiogram-pairs-slolids-768 $R $R $R \
+  --max_train_samples 240 --target_image_column ffa_arterial,ffa_early,ffa_mid,ffa_late \
+  --phase_column ffa_arterial_seconds,ffa_early_seconds,ffa_mid_seconds,ffa_late_seconds \
+  --eye_id_column eye_id --alignment_loss_weight 0.1 --cache_latents --random_flip --random_rotation 10 \
+  --random_scale 0.1 --color_jitter 0.3 --use_ema --ema_decay 0.995 --train_batch_size 8 --learning_rate 1e-4 \
+  --lr_scheduler constant_with_warmup --lr_warmup_steps 50 --max_train_steps 500 --checkpointing_steps 250 \
+  --checkpoints_total_limit 1 --output_dir runs/ffa-distilled
+# 5. Ship the pipeline alone (Hub layout, no checkpoints, logs or card); the model card
+#    assets/ffa-default/README.md is written by hand from the evaluation (experiments/evaluate_default.sh).
+python -c "
+from ffa_pipeline import FFADiffusionPipeline
+FFADiffusionPipeline.from_pretrained('runs/ffa-distilled').save_pretrained('assets/ffa-default')"
