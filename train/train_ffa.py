@@ -369,7 +369,8 @@ def guided_teacher_prediction(teacher: dict[str, torch.nn.Module], noisy_latents
 
 def training_loss(batch: dict, pipe: FFADiffusionPipeline, models: dict, noise_scheduler: DDPMScheduler,
                   args: argparse.Namespace, generator: torch.Generator, cached: bool) -> tuple[torch.Tensor, dict]:
-    """Diffusion loss (+ alignment loss) for one batch; `models` are the accelerate-wrapped trainables."""
+    """Diffusion loss (+ alignment loss) for one batch; `models` are the accelerate-wrapped trainables and, under
+    `--guidance_distillation_scale`, the frozen "teacher", whose guided prediction replaces the data's target."""
     unet, encoder, disease_embedding = models["unet"], models["condition_encoder"], models["disease_embedding"]
     device = batch["modality"].device
     with torch.no_grad():
