@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/bench_default_latency.py [--repeats 15] [--model assets/ffa-default]
         [--num_inference_steps N --image_guidance_scale G --guidance_interval START END]  # not the checkpoint's
+        [--image ../shared/data/uwf_slo_ffa/test/10_slo.png --modality uwf_slo]  # another input
 
 The call is what the Quickstart and the app make: `pipe(photo, modality="cfp", phase=...)` with the checkpoint's own
 scheduler, steps, guidance and guidance interval (`pipe.sampling_settings()`,
@@ -70,26 +71,30 @@ def main() -> None:
     parser.add_argument("--image_guidance_scale", type=float, default=None, help="default: the checkpoint's own")
     parser.add_argument("--guidance_interval", type=float, nargs=2, metavar=("START", "END"), default=None,
                         help="default: the checkpoint's own")
+    parser.add_argument("--image", type=Path, default=PHOTO, help="the input (default: the skimage photo)")
+    parser.add_argument("--modality", default="cfp", help="the input's modality (one of the model's)")
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results" / "bench_default_latency.json")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     pipe = load_default_pipeline(args.model)
     pipe.set_progress_bar_config(disable=True)
+    if args.modality not in pipe.modalities:
+        parser.error(f"--modality {args.modality!r} is not one of the model's: {pipe.modalities}")
     timer = ComponentTimer({"vae_encoder": pipe.vae.encoder, "unet": pipe.unet, "vae_decoder": pipe.vae.decoder,
                             "condition_encoder": pipe.condition_encoder})
-    photo = PIL.Image.open(PHOTO).convert("RGB")
+    photo = PIL.Image.open(args.image).convert("RGB")
     phases = ["early", "late"]
     settings = {"num_inference_steps": args.num_inference_steps, "image_guidance_scale": args.image_guidance_scale}
     interval = pipe.guidance_interval_or_default(args.guidance_interval)
     for index in range(args.warmup):
-        pipe(photo, modality="cfp", phase=phases[index % 2], generator=torch.Generator().manual_seed(index),
+        pipe(photo, modality=args.modality, phase=phases[index % 2], generator=torch.Generator().manual_seed(index),
              guidance_interval=interval, **settings)
     seconds, components = [], defaultdict(list)
     for index in range(args.repeats):
         timer.reset()
         start = time.perf_counter()
-        pipe(photo, modality="cfp", phase=phases[index % 2], generator=torch.Generator().manual_seed(index),
+        pipe(photo, modality=args.modality, phase=phases[index % 2], generator=torch.Generator().manual_seed(index),
              guidance_interval=interval, **settings)
         seconds.append(time.perf_counter() - start)
         spent = timer.reset()
@@ -98,7 +103,8 @@ def main() -> None:
     steps, image_guidance, label_guidance = pipe.sampling_settings(**settings)
     result = {
         "model": str(args.model or "embedded default"), "untrained_fallback": bool(pipe.is_untrained),
-        "input": f"{PHOTO.name} {photo.width}x{photo.height}", "output_px": pipe.default_resolution,
+        "input": f"{args.image.name} {photo.width}x{photo.height}", "modality": args.modality,
+        "output_px": pipe.resolution_for(args.modality),
         "scheduler": type(pipe.scheduler).__name__, "num_inference_steps": steps,
         "image_guidance_scale": image_guidance, "label_guidance_scale": label_guidance,
         "unet_branches": list(pipe._guidance_branches()),  # of the last call's guided steps
