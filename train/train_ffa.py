@@ -488,7 +488,7 @@ def save_model_card(args: argparse.Namespace, output_dir: Path, pipe: FFADiffusi
     settings = {k: v for k, v in vars(args).items() if k not in ("hub_token",)}
     distilled = "" if args.guidance_distillation_scale is None else f"""
 - Guidance-distilled: one UNet pass draws what {base} drew with image guidance
-  {args.guidance_distillation_scale}; the default image guidance is 1 (a scale g on top acts as g x
+  {args.guidance_distillation_scale}; the default image guidance is 1 (a scale g on top acts about as g x
   {args.guidance_distillation_scale} on the teacher)."""
     description = f"""
 # FFADiffusionPipeline: synthetic fluorescein angiograms
