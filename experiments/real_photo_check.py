@@ -73,7 +73,7 @@ import torch
 from ffa_pipeline import load_default_pipeline
 from ffa_pipeline.anatomy import FOVEA_RADIUS, disc_at, find_fovea, fovea_distance, fovea_of, retinal_field
 from ffa_pipeline.data import load_dataset_fresh
-from ffa_pipeline.image_processing import RIDGE_SIGMAS
+from ffa_pipeline.image_processing import RIDGE_SIGMAS, native_ridge_side
 from ffa_pipeline.metrics import vessel_auc
 from ffa_pipeline.registration import to_gray, vessel_map
 
@@ -99,15 +99,22 @@ def vessels_of(ridges: np.ndarray, field: np.ndarray) -> np.ndarray:
     return (ridges >= np.quantile(ridges[field], 1 - VESSEL_FRACTION)) & field
 
 
-def fine_vessels_of(rgb: np.ndarray, framing, processor, field: np.ndarray) -> np.ndarray | None:
-    """The input's vessels found at its own resolution (the pipeline's `ridge_detail` square: up to 3x the frame),
-    shrunk to the frame; None for an input no larger than the frame."""
-    resolution = field.shape[0]
+def fine_ridges_of(rgb: np.ndarray, framing, processor, resolution: int, vessels_dark: bool) -> np.ndarray:
+    """Ridge map of `framing`'s square found at the image's own resolution (the pipeline's `ridge_detail` square:
+    up to 3x the frame; the frame itself for an image no larger), shrunk to the frame."""
     large = processor.ridge_detail(rgb, framing, resolution)
-    if large is None:
+    large = processor.apply_framing(rgb, framing, resolution) if large is None else large
+    ridges = vessel_map(to_gray(large), vessels_dark=vessels_dark, sigmas=RIDGE_SIGMAS)
+    return cv2.resize(ridges, (resolution, resolution), interpolation=cv2.INTER_AREA)
+
+
+def fine_vessels_of(rgb: np.ndarray, framing, processor, field: np.ndarray) -> np.ndarray | None:
+    """The input's vessels found at its own resolution (`fine_ridges_of`); None for an input no larger than the
+    frame."""
+    resolution = field.shape[0]
+    if native_ridge_side(framing, resolution) <= resolution:
         return None
-    ridges = vessel_map(to_gray(large), vessels_dark=True, sigmas=RIDGE_SIGMAS)
-    return vessels_of(cv2.resize(ridges, (resolution, resolution), interpolation=cv2.INTER_AREA), field)
+    return vessels_of(fine_ridges_of(rgb, framing, processor, resolution, vessels_dark=True), field)
 
 
 def anatomy_checks(source: np.ndarray, output: np.ndarray, field: np.ndarray, fine_vessels: np.ndarray | None = None,
@@ -233,15 +240,6 @@ def registered_uwf_fovea(pipe, seed: int, **settings) -> dict[str, dict[str, dic
                 "real_fovea_from_centre": float(np.hypot(fovea_real.y - resolution / 2, fovea_real.x - resolution / 2)
                                                 / resolution)}
     return report
-
-
-def fine_ridges_of(rgb: np.ndarray, framing, processor, resolution: int, vessels_dark: bool) -> np.ndarray:
-    """Ridge map of `framing`'s square found at the image's own resolution (as `fine_vessels_of`), shrunk to the
-    frame."""
-    large = processor.ridge_detail(rgb, framing, resolution)
-    large = processor.apply_framing(rgb, framing, resolution) if large is None else large
-    ridges = vessel_map(to_gray(large), vessels_dark=vessels_dark, sigmas=RIDGE_SIGMAS)
-    return cv2.resize(ridges, (resolution, resolution), interpolation=cv2.INTER_AREA)
 
 
 def registered_uwf_vessels(pipe, seed: int, **settings) -> dict[str, dict[str, dict[str, float]]]:
