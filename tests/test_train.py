@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -601,3 +602,107 @@ def test_bad_guidance_distillation_flags_are_named(phantom_dir, tmp_path, capsys
     with pytest.raises(SystemExit):
         train_ffa.parse_args([*phantom_args(phantom_dir, tmp_path), *extra])
     assert message in capsys.readouterr().err
+
+
+def test_step_distillation_target_lands_where_two_teacher_steps_go():
+    """One DDIM step of diffusers' own scheduler, at the student's half of the steps, with the target as the model
+    output, reaches the sample that two teacher steps reach (both prediction types, with and without image
+    guidance); a student equal to its teacher
+    has a non-zero loss (it must learn to skip a step)."""
+    from argparse import Namespace
+    from copy import deepcopy
+
+    from diffusers import DDIMScheduler, DDPMScheduler
+
+    tiny_pipe = build_pipeline("tiny", seed=0)
+    latent = tiny_pipe.vae.config.latent_channels
+    side = tiny_pipe.default_resolution // tiny_pipe.vae_scale_factor
+    generator = torch.Generator().manual_seed(0)
+    source, noisy = torch.randn(2, 2, latent, side, side, generator=generator)
+    keep = torch.tensor([False, False])
+    batch = {"modality": torch.tensor([0, 1]), "disease": torch.tensor([1, 0]),
+             "phase_seconds": torch.tensor([20.0, 300.0])}
+    teacher = train_ffa.frozen_teacher(tiny_pipe)
+    for prediction_type, guidance in (("epsilon", 1.0), ("v_prediction", 1.0), ("v_prediction", 2.0)):
+        settings = {k: v for k, v in tiny_pipe.scheduler.config.items() if not k.startswith("_")}
+        tiny_pipe.register_modules(scheduler=DDIMScheduler(**{**settings, "prediction_type": prediction_type,
+                                                              "timestep_spacing": "trailing"}))
+        tiny_pipe.register_to_config(default_num_inference_steps=4, default_image_guidance_scale=guidance,
+                                     default_label_guidance_scale=1.0)
+        schedule = train_ffa.teacher_step_schedule(tiny_pipe)
+        for first in (0, 2):
+            index = torch.tensor([first, first])
+            with torch.no_grad():
+                target = train_ffa.two_step_teacher_target(teacher, schedule, index, noisy, source, batch, keep, keep)
+                scheduler = deepcopy(tiny_pipe.scheduler)
+                scheduler.set_timesteps(4)
+                sample = noisy
+                for t in scheduler.timesteps[first:first + 2]:
+                    prediction = train_ffa.guided_teacher_prediction(teacher, sample, t.repeat(2), source, batch,
+                                                                     keep, keep, guidance)
+                    sample = scheduler.step(prediction, t, sample).prev_sample
+                student = deepcopy(tiny_pipe.scheduler)
+                student.set_timesteps(2)
+                assert student.timesteps[first // 2] == scheduler.timesteps[first]
+                landed = student.step(target, student.timesteps[first // 2], noisy).prev_sample
+            torch.testing.assert_close(landed, sample, rtol=1e-4, atol=1e-4)
+
+    models = {"unet": tiny_pipe.unet, "condition_encoder": tiny_pipe.condition_encoder,
+              "disease_embedding": tiny_pipe.disease_embedding, "teacher": teacher, "step_schedule": schedule}
+    cached = {"target": noisy, "source": source, "partner": torch.zeros_like(source), "has_partner": keep,
+              "partner_modality": batch["modality"], **batch}
+    args = Namespace(noise_offset=0.0, conditioning_dropout_prob=0.2, alignment_loss_weight=0.0, snr_gamma=None)
+    with torch.no_grad():
+        loss = train_ffa.training_loss(cached, tiny_pipe, models, DDPMScheduler.from_config(tiny_pipe.scheduler.config),
+                                       args, torch.Generator().manual_seed(0), cached=True)[0].item()
+    assert loss > 0
+
+
+def test_step_distillation_run_halves_the_default_steps(phantom_dir, tmp_path):
+    """A short run from a model sampling in 4 steps lowers its loss and saves a model that samples in 2."""
+    teacher = tmp_path / "teacher"
+    pipe = build_pipeline("tiny", seed=1)
+    pipe.register_to_config(default_num_inference_steps=4, default_image_guidance_scale=2.0,
+                            default_label_guidance_scale=1.0)
+    pipe.save_pretrained(teacher)
+    output = tmp_path / "student"
+    train_ffa.main(["--pretrained_ffa_model", str(teacher), "--train_full_unet", "--step_distillation",
+                    "--cache_latents", *phantom_args(phantom_dir, output, "--max_train_steps", "30",
+                                                     "--learning_rate", "2e-3", "--checkpointing_steps", "100")])
+    curve = losses(output)
+    assert np.isfinite(curve).all() and np.mean(curve[-10:]) < np.mean(curve[:10])
+    assert FFADiffusionPipeline.from_pretrained(output).config.default_num_inference_steps == 2
+    assert "Step-distilled" in (output / "README.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--model_config", "tiny", "--step_distillation"], "give --pretrained_ffa_model"),
+        (["--pretrained_ffa_model", "m", "--step_distillation", "--prediction_type", "epsilon"],
+         "drop --prediction_type epsilon"),
+        (["--pretrained_ffa_model", "m", "--step_distillation", "--guidance_distillation_scale", "2"],
+         "one thing at a time"),
+    ],
+)
+def test_bad_step_distillation_flags_are_named(phantom_dir, tmp_path, capsys, extra, message):
+    with pytest.raises(SystemExit):
+        train_ffa.parse_args([*phantom_args(phantom_dir, tmp_path), *extra])
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"default_num_inference_steps": 3}, "it has 3, an odd number"),
+        ({"default_label_guidance_scale": 1.5}, "label guidance is 1.5 (allowed: 1)"),
+        ({"default_image_guidance_scale": 2.0, "default_guidance_interval": [0.0, 0.5]},
+         "guidance interval is [0.0, 0.5]"),
+    ],
+)
+def test_a_teacher_the_step_distillation_cannot_follow_is_named(settings, message):
+    pipe = build_pipeline("tiny", seed=0)
+    pipe.register_to_config(**{"default_num_inference_steps": 4, "default_image_guidance_scale": 1.0,
+                               "default_label_guidance_scale": 1.0, **settings})
+    with pytest.raises(ValueError, match=re.escape(message)):
+        train_ffa.teacher_step_schedule(pipe)

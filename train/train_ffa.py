@@ -15,7 +15,10 @@ The protocol (see README "Training"):
 - `--alignment_loss_weight` pulls two modalities of the same eye together in the shared latent space;
 - `--guidance_distillation_scale W` (guidance distillation, Meng et al. 2023, at one fixed scale): the target is the
   starting model's own image-guided prediction `labels_only + W (full - labels_only)` instead of the data's, so the
-  trained model draws with one UNet pass per step what the starting model drew with two.
+  trained model draws with one UNet pass per step what the starting model drew with two;
+- `--step_distillation` (progressive distillation, Salimans & Ho 2022, one halving): the target is what two of the
+  starting model's own DDIM steps (at its default settings) reach, so the trained model draws in half its default
+  steps what the starting model drew in all of them.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import math
 import os
 import time
 from copy import deepcopy
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +39,7 @@ import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.utils import DataLoaderConfiguration, DistributedDataParallelKwargs, ProjectConfiguration, set_seed
-from diffusers import DDPMScheduler, UNet2DConditionModel
+from diffusers import DDIMScheduler, DDPMScheduler, UNet2DConditionModel
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel, compute_snr
 from diffusers.utils.hub_utils import MODEL_CARD_TEMPLATE_PATH, populate_model_card
@@ -130,6 +134,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     protocol.add_argument("--guidance_distillation_scale", type=float, default=None,
                           help="Distil the starting model's image guidance at this scale into one pass (the teacher "
                                "is a frozen copy of the starting UNet, condition encoder and disease embedding).")
+    protocol.add_argument("--step_distillation", action="store_true",
+                          help="Distil two of the starting model's default DDIM steps into one (its default steps "
+                               "halve; the teacher is a frozen copy of it, at its default guidance).")
     protocol.add_argument("--snr_gamma", type=float, default=None)
     protocol.add_argument("--noise_offset", type=float, default=0.0)
     protocol.add_argument("--prediction_type", choices=["epsilon", "v_prediction"], default=None)
@@ -187,6 +194,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                          f"--prediction_type {args.prediction_type}")
         if args.guidance_distillation_scale < 1:
             parser.error(f"--guidance_distillation_scale must be >= 1, got {args.guidance_distillation_scale}")
+    if args.step_distillation:
+        if args.pretrained_ffa_model is None:
+            parser.error("--step_distillation distils a trained model: give --pretrained_ffa_model")
+        if args.prediction_type is not None:
+            parser.error(f"--step_distillation learns the teacher's own prediction type: drop --prediction_type "
+                         f"{args.prediction_type}")
+        if args.guidance_distillation_scale is not None:
+            parser.error("--step_distillation and --guidance_distillation_scale distil one thing at a time: distil "
+                         "the guidance first, then the steps from that model")
     if not 0 <= args.color_jitter <= 1:
         parser.error(f"--color_jitter must be in [0, 1], got {args.color_jitter}")
     for flag in ("train_batch_size", "gradient_accumulation_steps", "checkpointing_steps", "rank"):
@@ -355,7 +371,14 @@ def guided_teacher_prediction(teacher: dict[str, torch.nn.Module], noisy_latents
                               drop_image: torch.Tensor, drop_labels: torch.Tensor, scale: float) -> torch.Tensor:
     """The teacher's image-guided prediction, as the pipeline combines it: `labels_only + scale (full - labels_only)`,
     both branches with the student's label dropout; where the student's image is dropped, both branches are the
-    same and the target is the teacher's unguided prediction, so the student keeps its image-dropped branch."""
+    same and the target is the teacher's unguided prediction, so the student keeps its image-dropped branch. At
+    scale 1 the guided prediction is the full branch alone, which is all that is run."""
+    if scale == 1:
+        encoded = teacher["condition_encoder"](source_latents, batch["modality"], drop_image=drop_image)
+        class_labels = teacher["disease_embedding"](batch["disease"], batch["phase_seconds"], drop_labels=drop_labels)
+        model_input = torch.cat([noisy_latents, encoded.shared_latents], dim=1)
+        return teacher["unet"](model_input, timesteps, encoder_hidden_states=encoded.context,
+                               class_labels=class_labels, return_dict=False)[0]
     drop_both = torch.cat([drop_image, torch.ones_like(drop_image)])
     encoded = teacher["condition_encoder"](source_latents.repeat(2, 1, 1, 1), batch["modality"].repeat(2),
                                            drop_image=drop_both)
@@ -367,10 +390,84 @@ def guided_teacher_prediction(teacher: dict[str, torch.nn.Module], noisy_latents
     return labels_only + scale * (full - labels_only)
 
 
+@dataclass(frozen=True)
+class StepSchedule:
+    """The teacher's DDIM sampling schedule for step distillation: its timesteps (descending) and the cumulative
+    alphas at each of them, plus the final one (the sample the last step lands on)."""
+
+    timesteps: torch.Tensor
+    alphas_cumprod: torch.Tensor
+    prediction_type: str
+    guidance_scale: float
+
+
+def teacher_step_schedule(pipe: FFADiffusionPipeline) -> StepSchedule:
+    """The starting model's default sampling (DDIM, its default steps and image guidance), which the student learns
+    to match in half the steps; ValueError for what the distillation cannot follow (another scheduler, an odd number
+    of steps, label guidance, image guidance on only part of the steps)."""
+    steps, guidance, label_guidance = pipe.sampling_settings()
+    if label_guidance != 1:
+        raise ValueError(f"--step_distillation follows the teacher's image guidance only; its default label guidance "
+                         f"is {label_guidance} (allowed: 1)")
+    if guidance != 1 and pipe.guidance_interval_or_default(None) != (0.0, 1.0):
+        raise ValueError(f"--step_distillation guides every teacher step; the model's default guidance interval is "
+                         f"{pipe.config.default_guidance_interval} (allowed with image guidance {guidance}: [0, 1])")
+    if not isinstance(pipe.scheduler, DDIMScheduler):
+        raise ValueError(f"--step_distillation distils DDIM sampling; the model's scheduler is "
+                         f"{type(pipe.scheduler).__name__}")
+    if steps % 2:
+        raise ValueError(f"--step_distillation halves the model's default steps; it has {steps}, an odd number")
+    scheduler = deepcopy(pipe.scheduler)  # not from_config, which drops settings registered over a default
+    scheduler.set_timesteps(steps)
+    alphas = scheduler.alphas_cumprod[scheduler.timesteps]
+    return StepSchedule(timesteps=scheduler.timesteps.clone(),
+                        alphas_cumprod=torch.cat([alphas, torch.tensor([scheduler.final_alpha_cumprod])]).float(),
+                        prediction_type=scheduler.config.prediction_type, guidance_scale=guidance)
+
+
+def _clean_and_noise(sample: torch.Tensor, prediction: torch.Tensor, alpha_cumprod: torch.Tensor,
+                     prediction_type: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(x0, noise) that a prediction of `prediction_type` implies for `sample` (DDIM's own arithmetic)."""
+    alpha, sigma = alpha_cumprod.sqrt(), (1 - alpha_cumprod).sqrt()
+    if prediction_type == "v_prediction":
+        return alpha * sample - sigma * prediction, sigma * sample + alpha * prediction
+    clean = (sample - sigma * prediction) / alpha
+    return clean, prediction
+
+
+@torch.no_grad()
+def two_step_teacher_target(teacher: dict[str, torch.nn.Module], schedule: StepSchedule, first: torch.Tensor,
+                            noisy_latents: torch.Tensor, source_latents: torch.Tensor, batch: dict,
+                            drop_image: torch.Tensor, drop_labels: torch.Tensor) -> torch.Tensor:
+    """Progressive distillation's target (Salimans & Ho 2022, eq. 8, ours for this pipeline's conditioning): the
+    teacher takes two DDIM steps from `noisy_latents` at its timesteps `first` and `first + 1` (indices into the
+    schedule); the target is the prediction with which one DDIM step from the same sample lands where the teacher's
+    two did."""
+    def alpha_at(index: torch.Tensor) -> torch.Tensor:
+        return schedule.alphas_cumprod.to(noisy_latents.device)[index].view(-1, 1, 1, 1)
+
+    sample = noisy_latents
+    for index in (first, first + 1):
+        timesteps = schedule.timesteps.to(noisy_latents.device)[index]
+        prediction = guided_teacher_prediction(teacher, sample, timesteps, source_latents, batch, drop_image,
+                                               drop_labels, schedule.guidance_scale)
+        clean, noise = _clean_and_noise(sample, prediction, alpha_at(index), schedule.prediction_type)
+        sample = alpha_at(index + 1).sqrt() * clean + (1 - alpha_at(index + 1)).sqrt() * noise
+    start, end = alpha_at(first), alpha_at(first + 2)
+    ratio = ((1 - end) / (1 - start)).sqrt()
+    clean = (sample - ratio * noisy_latents) / (end.sqrt() - ratio * start.sqrt())
+    noise = (noisy_latents - start.sqrt() * clean) / (1 - start).sqrt()
+    if schedule.prediction_type == "v_prediction":
+        return start.sqrt() * noise - (1 - start).sqrt() * clean
+    return noise
+
+
 def training_loss(batch: dict, pipe: FFADiffusionPipeline, models: dict, noise_scheduler: DDPMScheduler,
                   args: argparse.Namespace, generator: torch.Generator, cached: bool) -> tuple[torch.Tensor, dict]:
     """Diffusion loss (+ alignment loss) for one batch; `models` are the accelerate-wrapped trainables and, under
-    `--guidance_distillation_scale`, the frozen "teacher", whose guided prediction replaces the data's target."""
+    `--guidance_distillation_scale`, the frozen "teacher", whose guided prediction replaces the data's target, and
+    under `--step_distillation` also the teacher's "step_schedule": each sample then starts at one of the student's
+    timesteps, and the target is where two of the teacher's steps go from there."""
     unet, encoder, disease_embedding = models["unet"], models["condition_encoder"], models["disease_embedding"]
     device = batch["modality"].device
     with torch.no_grad():
@@ -386,7 +483,12 @@ def training_loss(batch: dict, pipe: FFADiffusionPipeline, models: dict, noise_s
     if args.noise_offset:
         offset = torch.randn(batch_size, target_latents.shape[1], 1, 1, generator=generator).to(device)
         noise = noise + args.noise_offset * offset
-    timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (batch_size,), generator=generator)
+    schedule = models.get("step_schedule")
+    if schedule is None:
+        timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (batch_size,), generator=generator)
+    else:  # the student's steps are every other one of the teacher's
+        first = 2 * torch.randint(0, len(schedule.timesteps) // 2, (batch_size,), generator=generator)
+        timesteps = schedule.timesteps[first]
     timesteps = timesteps.to(device)
     noisy_latents = noise_scheduler.add_noise(target_latents, noise, timesteps)
     drop_image, drop_labels = (m.to(device) for m in dropout_masks(batch_size, args.conditioning_dropout_prob,
@@ -406,7 +508,10 @@ def training_loss(batch: dict, pipe: FFADiffusionPipeline, models: dict, noise_s
     model_input = torch.cat([noisy_latents, shared_latents], dim=1)
     prediction = unet(model_input, timesteps, encoder_hidden_states=context, class_labels=class_labels,
                       return_dict=False)[0]
-    if "teacher" in models:
+    if schedule is not None:
+        target = two_step_teacher_target(models["teacher"], schedule, first.to(device), noisy_latents,
+                                         source_latents, batch, drop_image, drop_labels)
+    elif "teacher" in models:
         target = guided_teacher_prediction(models["teacher"], noisy_latents, timesteps, source_latents, batch,
                                            drop_image, drop_labels, args.guidance_distillation_scale)
     elif noise_scheduler.config.prediction_type == "v_prediction":
@@ -490,6 +595,10 @@ def save_model_card(args: argparse.Namespace, output_dir: Path, pipe: FFADiffusi
 - Guidance-distilled: one UNet pass draws what {base} drew with image guidance
   {args.guidance_distillation_scale}; the default image guidance is 1 (a scale g on top acts about as g x
   {args.guidance_distillation_scale} on the teacher)."""
+    if args.step_distillation:
+        distilled += f"""
+- Step-distilled: its default {pipe.config.default_num_inference_steps} DDIM step(s) draw what {base} drew in
+  twice as many."""
     description = f"""
 # FFADiffusionPipeline: synthetic fluorescein angiograms
 
@@ -567,6 +676,11 @@ def main(argv: list[str] | None = None) -> None:
         teacher = frozen_teacher(pipe)
         # the guidance is now in the weights: the model's default (and validation) draws one branch per step
         pipe.register_to_config(default_image_guidance_scale=1.0)
+    step_schedule = None
+    if args.step_distillation:
+        step_schedule = teacher_step_schedule(pipe)
+        teacher = frozen_teacher(pipe)
+        pipe.register_to_config(default_num_inference_steps=len(step_schedule.timesteps) // 2)
     parameters = trainable_modules(pipe, args)
     if args.gradient_checkpointing:
         pipe.unet.enable_gradient_checkpointing()
@@ -599,6 +713,8 @@ def main(argv: list[str] | None = None) -> None:
     models = {"unet": unet, "condition_encoder": encoder, "disease_embedding": disease_embedding}
     if teacher is not None:
         models["teacher"] = {name: module.to(accelerator.device, weight_dtype) for name, module in teacher.items()}
+    if step_schedule is not None:
+        models["step_schedule"] = step_schedule
     if ema is not None:
         ema.to(accelerator.device)
         accelerator.register_for_checkpointing(ema)
