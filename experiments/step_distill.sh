@@ -11,6 +11,8 @@
 # About 17 min caching + 30 min training + 25 min checks on the 2-core CPU.
 # Results: experiments/results/step_distill.md.
 #   bash experiments/step_distill.sh      (OUT=runs/step-distill BASELINE=assets/ffa-default STEPS=300)
+# To train a finished run on (a larger STEPS), copy its checkpoint-N folder into a new OUT: training resumes
+# from it (the learning rate is constant, so N + more steps is one longer run).
 set -euo pipefail
 OUT=${OUT:-runs/step-distill}
 BASELINE=${BASELINE:-assets/ffa-default}
@@ -30,7 +32,7 @@ done
   --eye_id_column eye_id --alignment_loss_weight 0.1 --cache_latents --random_flip --random_rotation 10 \
   --random_scale 0.1 --color_jitter 0.3 --use_ema --ema_decay 0.995 --train_batch_size 8 --learning_rate 1e-4 \
   --lr_scheduler constant_with_warmup --lr_warmup_steps 30 --max_train_steps "$STEPS" --checkpointing_steps 150 \
-  --checkpoints_total_limit 1 --output_dir "$OUT"
+  --checkpoints_total_limit 1 --resume_from_checkpoint latest --output_dir "$OUT"
 for TURN in 1 2; do
   for RUN in baseline=$BASELINE distilled=$OUT; do
     python benchmarks/bench_default_latency.py --model "${RUN#*=}" --repeats 15 \
@@ -38,7 +40,8 @@ for TURN in 1 2; do
   done
 done
 E=$OUT/eval-distilled
-[ -f "$E/seeds/guidance_seeds.md" ] || MODEL=$OUT OUT=$E/seeds SCALES=1 bash experiments/guidance_seeds.sh
+# STEPS= : guidance_seeds.sh would read this script's training steps as sampling steps
+[ -f "$E/seeds/guidance_seeds.md" ] || STEPS= MODEL=$OUT OUT=$E/seeds SCALES=1 bash experiments/guidance_seeds.sh
 PHASES=(--target_image_column ffa_arterial,ffa_early,ffa_mid,ffa_late
         --phase_column ffa_arterial_seconds,ffa_early_seconds,ffa_mid_seconds,ffa_late_seconds)
 [ -f "$E/angio/metrics.json" ] || python train/evaluate.py --model "$OUT" --train_data_dir data/angiogram-pairs-test \
