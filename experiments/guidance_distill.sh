@@ -45,7 +45,7 @@ for RUN in baseline=$BASELINE distilled=$OUT; do  # a check whose results exist 
     --max_samples 60 "${PHASES[@]}" --per_modality --baselines inverted_green --output_dir "$E/phantom"
   [ -f "$E/angio/metrics.json" ] || python train/evaluate.py --model "$MODEL" --train_data_dir \
     data/angiogram-pairs-test --split test "${PHASES[@]}" --baselines inverted_green --output_dir "$E/angio"
-  [ -f "$E/seeds/guidance_seeds.md" ] || STEPS= MODEL=$MODEL OUT=$E/seeds SCALES=$SCALE bash experiments/guidance_seeds.sh
+  [ -f "$E/seeds/guidance_seeds.md" ] || MODEL=$MODEL OUT=$E/seeds SCALES=$SCALE bash experiments/guidance_seeds.sh
 done
 for TURN in 1 2; do
   for RUN in baseline=$BASELINE distilled=$OUT; do

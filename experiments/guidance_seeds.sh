@@ -5,13 +5,14 @@
 # figures of one seed are noise with 3 UWF test eyes; counts over seeds are not. About 4 min per scale on the 2-core
 # CPU. Results: experiments/results/guidance_seeds.md.
 #   bash experiments/guidance_seeds.sh                 (MODEL=assets/ffa-default OUT=runs/guidance-seeds SCALES="...")
-# STEPS=N runs every scale at N denoising steps (default: the checkpoint's own).
+# SAMPLING_STEPS=N runs every scale at N denoising steps (default: the checkpoint's own; STEPS, in the scripts that
+# call this one, is their training steps).
 set -euo pipefail
 MODEL=${MODEL:-assets/ffa-default}
 OUT=${OUT:-runs/guidance-seeds}
 SCALES=${SCALES:-3 2.5 2 1.5 1.25 1}
 STEP_FLAGS=()
-[ -z "${STEPS:-}" ] || STEP_FLAGS=(--num_inference_steps "$STEPS")
+[ -z "${SAMPLING_STEPS:-}" ] || STEP_FLAGS=(--num_inference_steps "$SAMPLING_STEPS")
 [ -d data/uwf-registered ] || { echo "data/uwf-registered is missing: run experiments/real_uwf.sh first" >&2; exit 1; }
 RUNS=()
 for SCALE in $SCALES; do

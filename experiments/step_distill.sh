@@ -40,8 +40,7 @@ for TURN in 1 2; do
   done
 done
 E=$OUT/eval-distilled
-# STEPS= : guidance_seeds.sh would read this script's training steps as sampling steps
-[ -f "$E/seeds/guidance_seeds.md" ] || STEPS= MODEL=$OUT OUT=$E/seeds SCALES=1 bash experiments/guidance_seeds.sh
+[ -f "$E/seeds/guidance_seeds.md" ] || MODEL=$OUT OUT=$E/seeds SCALES=1 bash experiments/guidance_seeds.sh
 PHASES=(--target_image_column ffa_arterial,ffa_early,ffa_mid,ffa_late
         --phase_column ffa_arterial_seconds,ffa_early_seconds,ffa_mid_seconds,ffa_late_seconds)
 [ -f "$E/angio/metrics.json" ] || python train/evaluate.py --model "$OUT" --train_data_dir data/angiogram-pairs-test \
