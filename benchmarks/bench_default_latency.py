@@ -12,8 +12,8 @@ after `--warmup` untimed calls; median and min are reported, nothing is asserted
 per call spent in each network (`components_median_s`: the VAE's encoder and decoder, the UNet over all steps and
 branches, the condition encoder; "other" is the rest: ridge maps, resizing, the scheduler), timed by forward hooks,
 to show which part a faster model must shrink. Writes `benchmarks/results/bench_default_latency.json`, with the CPU's
-model name and torch's SIMD level: the same "2-core machine" gave the previous default model 0.85 s in some sessions
-and 2.2 s (an AVX2-only AMD EPYC) in another.
+model name, torch's SIMD level and the time (UTC) of the run: the same "2-core machine" gave the previous default
+model 0.85 s in some sessions and 2.2 s (an AVX2-only AMD EPYC) in another, and one instance's speed drifts.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import platform
 import statistics
 import time
 from collections import defaultdict
+from datetime import UTC, datetime
 from pathlib import Path
 
 import PIL.Image
@@ -111,6 +112,7 @@ def main() -> None:
         "guidance_interval": list(interval),
         "torch_threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
         "cpu_model": cpu_model(), "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "measured_at": datetime.now(UTC).isoformat(timespec="minutes"),
         "repeats": args.repeats, "median_s": statistics.median(seconds), "min_s": min(seconds),
         "max_s": max(seconds),
         "components_median_s": {name: round(statistics.median(values), 4) for name, values in components.items()},
