@@ -7,7 +7,9 @@ Each argument is `LABEL=DIR`; DIR holds, per seed S, `rpc-seedS/real_photo_check
 registered UWF test pairs, `data/uwf-registered`). With 3 real UWF test eyes and one colour photo, a per-frame
 figure of one seed says little (experiments/results/uwf512_mixed.md, "Five seeds"): this counts over seeds how
 often the skimage fovea, the real UWF discs and the registered foveae are found, beside the registered paired
-metrics. Ours (a summary of this project's own checks).
+metrics and the means over seeds of the UWF vessel figures (the output's ridges against the SLO's fine vessels,
+3 eyes, and against the registered angiogram's vessels, 2 eyes; the mirrored output's in brackets). Ours (a summary
+of this project's own checks).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import numpy as np
 SKIMAGE = "skimage retina (CFP)"
 UWF_EYES = ("10", "7", "8")
 REGISTERED = "UWF registered (early): fovea"
+REGISTERED_VESSELS = "UWF registered: vessels"
 REGISTERED_EYES = ("10", "8")
 FOUND = 0.05  # a fovea within this fraction of the frame of the reference one is found (real_photo_check.py)
 DISC_FOUND = 0.10  # a disc within this fraction of the frame of the real angiogram's is in its place
@@ -61,6 +64,12 @@ def row(label: str, checks: list[dict], evaluations: list[dict]) -> str:
     paired = {(phase, metric): np.mean([e["methods"]["diffusion"]["phases"][phase][metric]["mean"]
                                         for e in evaluations])
               for phase in PHASES for metric in ("psnr", "ms_ssim")}
+    fine_ridges = [[check[f"UWF test {eye} (SLO)"][phase][key] for check in checks for eye in UWF_EYES
+                    for phase in PHASES]
+                   for key in ("fine_vessel_ridge_auc", "fine_vessel_ridge_auc_flipped_control")]
+    registered_ridges = [[check[REGISTERED_VESSELS][f"uwf_test_{eye}"][phase][key] for check in checks
+                          for eye in REGISTERED_EYES for phase in PHASES]
+                         for key in ("ridge_auc", "ridge_auc_flipped_control")]
     n = len(checks)
     cells = [
         label,
@@ -69,6 +78,7 @@ def row(label: str, checks: list[dict], evaluations: list[dict]) -> str:
         " / ".join(f"{whole[eye]} of {n}, {cropped[eye]} of {crops_per_seed * n}" for eye in REGISTERED_EYES),
         " / ".join(f"{paired[(phase, 'psnr')]:.2f}" for phase in PHASES),
         " / ".join(f"{paired[(phase, 'ms_ssim')]:.3f}" for phase in PHASES),
+        *(f"{np.mean(values):.3f} ({np.mean(mirrored):.3f})" for values, mirrored in (fine_ridges, registered_ridges)),
     ]
     return "| " + " | ".join(cells) + " |"
 
@@ -78,7 +88,8 @@ def table(runs: Sequence[tuple[str, Path]], seeds: Sequence[int]) -> str:
               "skimage fovea darkness as on real angiograms, early (real normal 0.37)",
               "skimage vessel contrast, early", "UWF disc within 0.10 (eyes 10 / 7 / 8)",
               "registered fovea found, eye 10 / eye 8 (whole frame, 3 crops)", "registered PSNR early / late (dB)",
-              "registered MS-SSIM early / late"]
+              "registered MS-SSIM early / late", "UWF ridges vs the SLO's fine vessels (mirrored)",
+              "registered UWF vessel ridges (mirrored)"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += [row(label, *load_run(folder, seeds)) for label, folder in runs]
     return "\n".join(lines)

@@ -324,6 +324,42 @@ def test_optic_disc_needs_a_rendered_uwf_source(tmp_path, capsys):
         assert "--optic_disc needs --layout uwf_triplets with a rendered source" in capsys.readouterr().err
 
 
+def test_slo_look_draws_fainter_vessels_among_texture_and_leaves_the_angiogram_alone():
+    layout = make_angiogram_pairs.LAYOUTS["uwf_triplets"]
+    plain, plain_vessels = make_angiogram_pairs.photo_from_angiogram(angiogram(), layout)
+    looks = [make_angiogram_pairs.photo_from_angiogram(angiogram(), layout, slo_look_rng=np.random.default_rng(seed))
+             for seed in range(4)]
+    fundus = (slice(50, 60), slice(30, 98))
+
+    def fine_texture(photo: np.ndarray) -> float:
+        green = photo[..., 1]
+        return float((green - cv2.GaussianBlur(green, (0, 0), 2))[fundus].std())
+
+    for photo, vessels in looks:
+        assert photo[39, 30:98, 1].mean() > plain[39, 30:98, 1].mean()  # the vessel drawn fainter
+        assert fine_texture(photo) > 2 * fine_texture(plain)  # the retina has texture
+        assert not (vessels & ~plain_vessels).any()  # no vessel that the render did not have
+    assert not np.array_equal(looks[0][0], looks[1][0])  # each generator its own draw
+
+
+def test_slo_look_redraws_each_lid_draw_and_needs_a_rendered_uwf_source(tmp_path, capsys):
+    root = write_uwf_triplets(tmp_path / "uwf")
+    rows = {}
+    for name, flags in {"plain": [], "look": ["--slo_look"]}.items():
+        make_angiogram_pairs.main(["--input", str(root), "--layout", "uwf_triplets", "--lid_draws", "2", *flags,
+                                   "--output_dir", str(tmp_path / name), "--phases", "early", "late"])
+        rows[name] = load_dataset_fresh(str(tmp_path / name))["train"].select(range(2))
+    sources = [np.asarray(row["source_image"]).astype(float) for row in rows["look"]]
+    retina = slice(90, 110), slice(100, 156)  # between the lids in both draws
+    assert not np.allclose(sources[0][retina], sources[1][retina], atol=2)  # each lid draw its own look
+    for plain, look in zip(rows["plain"], rows["look"]):  # the same lids, the same angiogram under them
+        assert np.array_equal(np.asarray(plain["ffa_early"]), np.asarray(look["ffa_early"]))
+    for flags in (["--slo_look"], ["--layout", "uwf_triplets", "--real_slo_source", "--slo_look"]):
+        with pytest.raises(SystemExit):
+            make_angiogram_pairs.main(["--input", str(root), "--output_dir", str(tmp_path / "bad"), *flags])
+        assert "--slo_look needs --layout uwf_triplets with a rendered source" in capsys.readouterr().err
+
+
 def test_a_posterior_pole_set_into_a_uwf_frame_is_shrunk_to_uwf_scale_and_feathered():
     periphery = np.full((256, 256), 40, np.uint8)
     pole = angiogram()  # its bright vessel lies at 40 / 128 of the side, its fovea at the centre

@@ -40,7 +40,9 @@ Layouts of `--input` (`--layout`):
   locally keeps the global outcome above. The foveal pit is
   drawn at an SLO's scale where the eye's early frame has its fovea. With `--lid_draws N` each angiogram is
   rendered N times, each seen between its own random eyelids (`with_lids`, `--lid_style`). With `--optic_disc`
-  the disc is drawn as a real SLO shows it, a near-white spot with a broad glow (`optic_disc_glow`).
+  the disc is drawn as a real SLO shows it, a near-white spot with a broad glow (`optic_disc_glow`). With
+  `--slo_look` each source (each lid draw anew) shows the eye as a real SLO does (`slo_look`): only some of its
+  vessels, fainter and unevenly visible, among a choroidal mesh and dust rings, over the same angiogram.
 - `ffa_real` with `--uwf_periphery DIR` (-> `uwf_slo` rows): each posterior-pole angiogram shrunk to its size in an
   ultra-widefield frame and set over the posterior pole of a phantom UWF angiogram of the same phase from DIR (a
   `train/make_phantom_dataset.py --modalities uwf_slo` folder at the same resolution), then rendered as an SLO
@@ -133,16 +135,31 @@ LID_WINDOW = ((0.38, 0.48), (0.36, 0.46))
 # The "slo" style's window (`with_lids`): wide, so the lids cover mostly what lies outside the angiogram's own field.
 SLO_LID_WINDOW = ((0.42, 0.52), (0.40, 0.50))
 LID_STYLES = ("slo", "phantom")
+# `--slo_look` (`slo_look`): a real SLO, seen through `grey_ridges`, shows fewer and fainter vessels than its
+# angiogram, their visibility uneven over the field, among a mesh of choroidal texture and the bright rings of dust
+# on the optics; the plain renders show every vessel of the angiogram on an even retina (by eye on the ridge maps of
+# test eye 10, 2026-12-02). Each draw keeps the vessels above a random SLO_VESSEL_THRESHOLD of the render's vessel
+# map, at SLO_CONTRAST_GAIN x the layout's contrast, times a smooth visibility field (SLO_VISIBILITY_CELLS cells
+# a side, from SLO_MIN_VISIBILITY to 1); darkens the fundus tone by up to SLO_CHOROID_DEPTH along the ridges of
+# band-passed noise (the phantom's `choroid_pattern` idea) of scale SLO_CHOROID_SCALE (of the side); and adds up to
+# SLO_DUST_RINGS rings of radius SLO_DUST_RADIUS (of the side), SLO_DUST_GAIN brighter than the tone.
+SLO_VESSEL_THRESHOLD = (0.0, 0.5)
+SLO_CONTRAST_GAIN = (0.5, 1.0)
+SLO_VISIBILITY_CELLS, SLO_MIN_VISIBILITY = 4, 0.2
+SLO_CHOROID_DEPTH, SLO_CHOROID_SCALE = (0.01, 0.06), (0.002, 0.005)
+SLO_DUST_RINGS, SLO_DUST_RADIUS, SLO_DUST_GAIN = 30, (0.004, 0.01), (0.05, 0.2)
 
 
 def photo_from_angiogram(angiogram: np.ndarray, layout: Layout = LAYOUTS["ffa_real"],
-                         landmark_angiogram: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                         landmark_angiogram: np.ndarray | None = None,
+                         slo_look_rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
     """HxW uint8 angiogram -> (HxWx3 float32 photo-like image in [0, 1] of the same anatomy, HxW bool mask of the
     vessels drawn in it); see the module docstring. Scales are fractions of the side: any resolution, same picture.
     `layout` gives the colours (a photo's orange or an SLO's pseudo-colour) and the vessels' width and contrast.
     `landmark_angiogram` (uint8, same framing): the frame whose fovea gets the foveal pit and whose disc the disc's
     glow, default `angiogram`; a late UWF frame's fovea is faint (found 0.17 of the side astray in eye 4) and its
-    leakage may outshine the disc, so the eye's early frame is used.
+    leakage may outshine the disc, so the eye's early frame is used. With `slo_look_rng` the source is drawn as a real
+    SLO shows its eye (`slo_look`), that generator's own draw.
     """
     side = angiogram.shape[0]
     grey = angiogram.astype(np.float32) / 255.0
@@ -160,9 +177,38 @@ def photo_from_angiogram(angiogram: np.ndarray, layout: Layout = LAYOUTS["ffa_re
         tone = tone * foveal_pit(landmarks, field, FOVEA_RADIUS[layout.modality])
     if layout.optic_disc:
         tone = tone + optic_disc_glow(landmarks, field)
-    fundus = tone * (1.0 - layout.vessel_contrast * vessels) * field
+    contrast = layout.vessel_contrast
+    if slo_look_rng is not None:
+        tone, vessels, contrast = slo_look(tone, vessels, contrast, slo_look_rng)
+    fundus = tone * (1.0 - contrast * vessels) * field
     photo = np.clip(fundus[..., None] * np.array(layout.palette, np.float32), 0.0, 1.0).astype(np.float32)
     return photo, (vessels > 0) & field
+
+
+def slo_look(tone: np.ndarray, vessels: np.ndarray, contrast: float, rng: np.random.Generator
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(HxW fundus tone, HxW vessel map in [0, 1], the layout's vessel contrast) -> (tone, vessels, HxW contrast) as
+    a real SLO shows them (SLO_* above): fewer, fainter vessels, unevenly visible, a choroidal mesh and dust rings.
+    Ours: the model learnt UWF vessel trees from renders that show every vessel cleanly and drew a real SLO's sparse,
+    noisy vessels dim and few (experiments/results/uwf_vessel_limits.md); the angiogram, the target, is unchanged, so
+    the model learns to draw the whole tree from what an SLO shows of it."""
+    side = tone.shape[0]
+    threshold = rng.uniform(*SLO_VESSEL_THRESHOLD)
+    vessels = np.clip((vessels - threshold) / (1.0 - threshold), 0.0, 1.0)
+    cells = rng.random((SLO_VISIBILITY_CELLS, SLO_VISIBILITY_CELLS)).astype(np.float32)
+    visibility = np.clip(cv2.resize(cells, (side, side), interpolation=cv2.INTER_CUBIC), 0.0, 1.0)
+    contrast = contrast * rng.uniform(*SLO_CONTRAST_GAIN) * (SLO_MIN_VISIBILITY + (1 - SLO_MIN_VISIBILITY) * visibility)
+    scale = rng.uniform(*SLO_CHOROID_SCALE) * side
+    noise = rng.standard_normal((side, side)).astype(np.float32)
+    band = cv2.GaussianBlur(noise, (0, 0), scale) - cv2.GaussianBlur(noise, (0, 0), 3 * scale)
+    band /= band.std() + 1e-6
+    tone = tone * (1.0 - rng.uniform(*SLO_CHOROID_DEPTH) * np.clip(1.0 - np.abs(band) / 0.6, 0.0, 1.0))
+    dust = np.zeros((side, side), np.float32)
+    for _ in range(rng.integers(0, SLO_DUST_RINGS + 1)):
+        centre = (int(rng.integers(0, side)), int(rng.integers(0, side)))
+        radius = max(2, round(rng.uniform(*SLO_DUST_RADIUS) * side))
+        cv2.circle(dust, centre, radius, float(rng.uniform(*SLO_DUST_GAIN)), max(1, round(0.0015 * side)), cv2.LINE_AA)
+    return tone + dust, vessels, contrast.astype(np.float32)
 
 
 def foveal_pit(angiogram: np.ndarray, field: np.ndarray, radius: float = FOVEA_RADIUS["cfp"]) -> np.ndarray:
@@ -374,13 +420,15 @@ def make_rows(found: list[tuple[Path, str, str]], phases: list[str], resolution:
               root: Path, layout: str = "ffa_real", real_slo_source: bool = False,
               foveal_pit: bool = True, lid_draws: int = 0, lid_style: str = "slo",
               optic_disc: bool = False, uwf_periphery: list[dict[str, np.ndarray]] | None = None,
-              register: bool = False, local_registration: bool = False) -> tuple[list[dict], int]:
+              register: bool = False, local_registration: bool = False,
+              slo_look: bool = False) -> tuple[list[dict], int]:
     """Dataset rows (images as PNG bytes) and the number of duplicates left out; `foveal_pit=False` draws none
     where the layout would; `lid_draws` > 0 renders each angiogram that many times, each with its own eyelids
     (`with_lids` in `lid_style`); `optic_disc` adds a real SLO's bright disc (`optic_disc_glow`); `uwf_periphery`
     (`load_uwf_periphery`) sets each `ffa_real` angiogram into a random phantom UWF eye (`set_into_uwf`);
     `register` (with `real_slo_source`) registers each angiogram onto its SLO, `local_registration` refines that
-    locally (`frame_with_slo`)."""
+    locally (`frame_with_slo`); `slo_look` draws each rendered source as a real SLO shows its eye (`slo_look`), anew
+    for each lid draw."""
     rows, seen, earlies = [], set(), {}  # earlies: each UWF eye's early frame, framed once for both its phases
     drawing = LAYOUTS["uwf_triplets" if uwf_periphery else layout]
     drawing = dataclasses.replace(drawing, foveal_pit=drawing.foveal_pit and foveal_pit, optic_disc=optic_disc)
@@ -413,9 +461,12 @@ def make_rows(found: list[tuple[Path, str, str]], phases: list[str], resolution:
         eye_id = f"ffa_real/{digest[:12]}" if layout == "ffa_real" else f"uwf_slo_ffa/{uwf_eye(path)}"
         for draw in range(max(lid_draws, 1)):
             source, target, mask = photo, angiogram, vessels
+            if slo_look:
+                source, mask = photo_from_angiogram(angiogram, drawing, landmark_angiogram=early,
+                                                    slo_look_rng=np.random.default_rng([int(digest[:15], 16), draw, 1]))
             if lid_draws:
                 rng = np.random.default_rng([int(digest[:15], 16), draw])
-                source, target, mask = with_lids(photo, angiogram, vessels, rng, lid_style)
+                source, target, mask = with_lids(source, angiogram, mask, rng, lid_style)
             row = {"eye_id": eye_id, "modality": drawing.modality,
                    "source_image": PIL.Image.fromarray((source * 255).round().astype(np.uint8)),
                    "vessel_mask": PIL.Image.fromarray(mask.astype(np.uint8) * 255),
@@ -560,6 +611,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lid_style", choices=LID_STYLES, default="slo",
                         help="slo: lids like a real SLO's, around the angiogram's own field, with thick lashes; "
                              "phantom: the phantom's, in a narrower window (step 3h of experiments/train_default.sh)")
+    parser.add_argument("--slo_look", action="store_true",
+                        help="uwf_triplets: draw each rendered source as a real SLO shows its eye: fewer, fainter, "
+                             "unevenly visible vessels among a choroidal mesh and dust rings (anew for each lid draw)")
     parser.add_argument("--uwf_periphery", type=Path, default=None,
                         help="ffa_real: set each angiogram, shrunk to UWF scale, into a phantom UWF angiogram of "
                              "this make_phantom_dataset.py folder and render it as an SLO (uwf_slo rows)")
@@ -576,6 +630,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--local_registration needs --register (it refines the global registration onto the real SLO)")
     if args.optic_disc and (args.layout != "uwf_triplets" or args.real_slo_source):
         parser.error(f"--optic_disc needs --layout uwf_triplets with a rendered source, got --layout {args.layout}"
+                     + (" --real_slo_source" if args.real_slo_source else ""))
+    if args.slo_look and (args.layout != "uwf_triplets" or args.real_slo_source):
+        parser.error(f"--slo_look needs --layout uwf_triplets with a rendered source, got --layout {args.layout}"
                      + (" --real_slo_source" if args.real_slo_source else ""))
     if args.lid_draws < 0:
         parser.error(f"--lid_draws must be >= 0, got {args.lid_draws}")
@@ -607,7 +664,8 @@ def main(argv: list[str] | None = None) -> None:
     rows, duplicates = make_rows(found, args.phases, args.resolution, args.input, args.layout, args.real_slo_source,
                                  foveal_pit=not args.no_foveal_pit, lid_draws=args.lid_draws,
                                  lid_style=args.lid_style, optic_disc=args.optic_disc, uwf_periphery=periphery,
-                                 register=args.register, local_registration=args.local_registration)
+                                 register=args.register, local_registration=args.local_registration,
+                                 slo_look=args.slo_look)
     files = write_parquet_splits({args.split: rows}, features(args.phases, args.real_slo_source), args.output_dir)
     write_card(args, files, rows)
     print(f"{len(rows)} pairs ({duplicates} duplicate images left out) -> {args.output_dir / files[args.split]}")
