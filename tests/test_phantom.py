@@ -270,6 +270,31 @@ def test_dataset_round_trips_through_load_dataset(tmp_path):
         assert [image["bytes"] for image in raw_first] == [image["bytes"] for image in raw_second]
 
 
+def test_an_interrupted_write_leaves_the_output_folder_as_it_was(tmp_path, monkeypatch):
+    from ffa_pipeline.phantom import dataset
+
+    settings = dict(num_samples=2, resolution=64, modalities=["cfp"], num_proc=1, samples_per_shard=1, progress=False)
+    output = tmp_path / "phantom"
+    (output / "data").mkdir(parents=True)
+    (output / "data" / "train-00000-of-00001.parquet").write_bytes(b"the old shard")
+    (output / "notes.txt").write_text("the user's")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(dataset, "write_card", interrupted)
+    with pytest.raises(KeyboardInterrupt):  # after both shards were written
+        write_phantom_dataset(output, **settings)
+    assert sorted(path.name for path in output.rglob("*")) == ["data", "notes.txt", "train-00000-of-00001.parquet"]
+    monkeypatch.undo()
+    write_phantom_dataset(output, **settings)
+    assert datasets.load_dataset(str(output))["train"].num_rows == 2
+    assert sorted(path.name for path in (output / "data").iterdir()) == [
+        "train-00000-of-00002.parquet", "train-00001-of-00002.parquet"]
+    assert (output / "notes.txt").read_text() == "the user's" and (output / "README.md").is_file()
+    assert not output.with_name(".phantom.partial").exists()
+
+
 def test_scarce_modality_drops_rows_and_keeps_the_others_pixels(tmp_path):
     settings = dict(num_samples=3, resolution=64, diseases=["amd"], modalities=["cfp", "oct"], num_proc=1,
                     progress=False)

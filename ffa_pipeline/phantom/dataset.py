@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import multiprocessing
+import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -100,6 +101,9 @@ def write_phantom_dataset(
 
     ``scarce_modalities`` (e.g. ``{"oct": 60}``) renders a modality for only the first N eyes, the way
     real paired data is scarce for some modalities; the other rows are the same pixels as without it.
+    Everything is written to a hidden sibling folder first and moved into ``output_dir`` at the end, so an
+    interrupted run leaves ``output_dir`` as it was: never some shards of a larger set that load as if whole, nor
+    an empty folder that scripts take for a built one.
     """
     check_settings(num_samples, resolution, diseases, modalities, phases, severity, num_proc, samples_per_shard)
     scarce_modalities = dict(scarce_modalities or {})
@@ -109,9 +113,9 @@ def write_phantom_dataset(
         if eyes < 0:
             raise ValueError(f"scarce modality {name!r} needs a number of eyes >= 0, got {eyes}")
     output = Path(output_dir)
-    (output / "data").mkdir(parents=True, exist_ok=True)
-    for old in (output / "data").glob("train-*.parquet"):
-        old.unlink()
+    staging = output.with_name(f".{output.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    (staging / "data").mkdir(parents=True)
     features = phantom_features(phases)
     modalities, phases = tuple(modalities), tuple(phases)
     tasks = [
@@ -125,7 +129,7 @@ def write_phantom_dataset(
 
     def flush() -> None:
         nonlocal rows, shard
-        path = output / "data" / f"train-{shard:05d}-of-{shards:05d}.parquet"
+        path = staging / "data" / f"train-{shard:05d}-of-{shards:05d}.parquet"
         with _quiet_datasets():
             Dataset.from_list(rows, features=features).to_parquet(str(path))
         rows, shard = [], shard + 1
@@ -151,9 +155,22 @@ def write_phantom_dataset(
         "samples_per_shard": samples_per_shard,
         "scarce_modalities": scarce_modalities,
     }
-    save_contact_sheet(output / CARD_FIGURE, diseases=diseases, resolution=min(resolution, 256), seed=seed)
-    write_card(output, features, settings, num_rows=sum(len(task.modalities) for task in tasks))
+    save_contact_sheet(staging / CARD_FIGURE, diseases=diseases, resolution=min(resolution, 256), seed=seed)
+    write_card(staging, features, settings, num_rows=sum(len(task.modalities) for task in tasks))
+    _move_into(staging, output)
     return output
+
+
+def _move_into(staging: Path, output: Path) -> None:
+    """Replace the dataset in ``output`` (its shards, card and figure) by the one written to ``staging``; other
+    files a user keeps in ``output`` stay."""
+    (output / "data").mkdir(parents=True, exist_ok=True)
+    for old in (output / "data").glob("train-*.parquet"):
+        old.unlink()
+    written = [path for path in staging.rglob("*") if path.is_file()]
+    for path in sorted(written, key=lambda path: path.name == "README.md"):  # the card last: a finished dataset
+        path.replace(output / path.relative_to(staging))
+    shutil.rmtree(staging)
 
 
 @contextmanager
