@@ -113,7 +113,7 @@ def write_phantom_dataset(
         if eyes < 0:
             raise ValueError(f"scarce modality {name!r} needs a number of eyes >= 0, got {eyes}")
     output = Path(output_dir)
-    staging = output.with_name(f".{output.name}.partial")
+    staging = output.resolve().with_name(f".{output.resolve().name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     (staging / "data").mkdir(parents=True)
     features = phantom_features(phases)
