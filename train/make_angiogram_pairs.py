@@ -161,6 +161,13 @@ def photo_from_angiogram(angiogram: np.ndarray, layout: Layout = LAYOUTS["ffa_re
     leakage may outshine the disc, so the eye's early frame is used. With `slo_look_rng` the source is drawn as a real
     SLO shows its eye (`slo_look`), that generator's own draw.
     """
+    return draw_photo(*fundus_parts(angiogram, layout, landmark_angiogram), layout, slo_look_rng)
+
+
+def fundus_parts(angiogram: np.ndarray, layout: Layout, landmark_angiogram: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The parts of `photo_from_angiogram`'s image that do not change between draws: (HxW fundus tone, HxW vessel
+    map in [0, 1], HxW bool field), computed once per angiogram however many looks are drawn from them."""
     side = angiogram.shape[0]
     grey = angiogram.astype(np.float32) / 255.0
     field = cv2.erode((cv2.GaussianBlur(grey, (0, 0), 0.008 * side) > 0.03).astype(np.uint8),
@@ -177,6 +184,12 @@ def photo_from_angiogram(angiogram: np.ndarray, layout: Layout = LAYOUTS["ffa_re
         tone = tone * foveal_pit(landmarks, field, FOVEA_RADIUS[layout.modality])
     if layout.optic_disc:
         tone = tone + optic_disc_glow(landmarks, field)
+    return tone, vessels, field
+
+
+def draw_photo(tone: np.ndarray, vessels: np.ndarray, field: np.ndarray, layout: Layout,
+               slo_look_rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """`fundus_parts` -> (photo-like image, vessel mask) as `photo_from_angiogram` returns them."""
     contrast = layout.vessel_contrast
     if slo_look_rng is not None:
         tone, vessels, contrast = slo_look(tone, vessels, contrast, slo_look_rng)
@@ -453,7 +466,8 @@ def make_rows(found: list[tuple[Path, str, str]], phases: list[str], resolution:
                 earlies[early_path] = angiogram if early_path == path else load_angiogram(early_path, layout,
                                                                                          resolution)[0]
             early = earlies[early_path]
-        photo, vessels = photo_from_angiogram(angiogram, drawing, landmark_angiogram=early)
+        parts = fundus_parts(angiogram, drawing, landmark_angiogram=early)
+        photo, vessels = draw_photo(*parts, drawing)
         extra = {}
         if real_slo_source:
             photo = slo
@@ -462,8 +476,8 @@ def make_rows(found: list[tuple[Path, str, str]], phases: list[str], resolution:
         for draw in range(max(lid_draws, 1)):
             source, target, mask = photo, angiogram, vessels
             if slo_look:
-                source, mask = photo_from_angiogram(angiogram, drawing, landmark_angiogram=early,
-                                                    slo_look_rng=np.random.default_rng([int(digest[:15], 16), draw, 1]))
+                source, mask = draw_photo(*parts, drawing,
+                                          slo_look_rng=np.random.default_rng([int(digest[:15], 16), draw, 1]))
             if lid_draws:
                 rng = np.random.default_rng([int(digest[:15], 16), draw])
                 source, target, mask = with_lids(source, angiogram, mask, rng, lid_style)
